@@ -1,0 +1,114 @@
+// Run test code that may block on a userfaultfd fault in a separate process with a hard timeout.
+//
+// Why a process and not a worker: a thread blocked in a fault (or in a synchronous koffi call) cannot be
+// terminated, and it makes process exit hang (baseline.md §2.6). A child process can always be SIGKILLed.
+//
+// Two ways to use it:
+//   runChild({ script, args })              spawn `node <script> <JSON args>` (a self-contained script)
+//   runInChild(moduleUrl, 'exportName', a)  fork the runner below, which imports the module and calls the
+//                                           named export with `a`; its return value comes back as `result`.
+// In either child, `sendToParent(x)` posts a message the parent collects in `messages`.
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export interface ChildOptions {
+  /** Hard timeout; the child is SIGKILLed when it expires. Default 20 s. */
+  timeoutMs?: number;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Extra node flags (e.g. ['--expose-gc']). */
+  execArgv?: string[];
+}
+
+export interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Messages the child sent with process.send / sendToParent, in order. */
+  messages: unknown[];
+  /** runInChild only: the return value of the called export (undefined if it threw or never returned). */
+  result?: unknown;
+  /** runInChild only: the error the export threw, as { name, message, stack, code }. */
+  error?: { name: string; message: string; stack?: string; code?: string };
+  timedOut: boolean;
+  durationMs: number;
+  /** true when the child exited 0 without timing out (and, for runInChild, without throwing). */
+  ok: boolean;
+  /** One line saying what happened, for assertion messages. */
+  summary: string;
+}
+
+const runnerPath = fileURLToPath(new URL('./child-runner.js', import.meta.url));
+
+/** Post a message to the parent harness (no-op when not run under it). */
+export function sendToParent(message: unknown): void {
+  if (process.send) process.send({ kind: 'user', message });
+}
+
+function collect(child: ChildProcess, timeoutMs: number, started: number): Promise<ChildResult> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    const messages: unknown[] = [];
+    let result: unknown;
+    let error: ChildResult['error'];
+    let timedOut = false;
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.on('message', (m: any) => {
+      if (m && m.kind === 'user') messages.push(m.message);
+      else if (m && m.kind === 'result') result = m.result;
+      else if (m && m.kind === 'error') error = m.error;
+      else messages.push(m);
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const durationMs = Date.now() - started;
+      const ok = !timedOut && code === 0 && !error;
+      let summary: string;
+      if (timedOut) summary = `child timed out after ${timeoutMs} ms and was SIGKILLed (a fault was probably never resolved)`;
+      else if (error) summary = `child threw ${error.name}: ${error.message}`;
+      else if (signal) summary = `child killed by ${signal}`;
+      else summary = `child exited with code ${code}`;
+      if (!ok && stderr.trim()) summary += `; stderr: ${stderr.trim().slice(-2000)}`;
+      resolve({ code, signal, stdout, stderr, messages, result, error, timedOut, durationMs, ok, summary });
+    });
+  });
+}
+
+/** Spawn `node <script> <JSON.stringify(args)>` with an IPC channel; the script reads JSON.parse(process.argv[2]). */
+export function runChild(opts: ChildOptions & { script: string; args?: unknown }): Promise<ChildResult> {
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const started = Date.now();
+  const child = spawn(process.execPath, [...(opts.execArgv ?? []), opts.script, JSON.stringify(opts.args ?? null)], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: { ...process.env, ...opts.env },
+  });
+  return collect(child, timeoutMs, started);
+}
+
+/**
+ * Fork a child that imports `moduleUrl` (a file URL or path of a compiled .js module, typically
+ * `import.meta.url` of the test itself) and awaits `module[exportName](args)`. The resolved value must be
+ * structured-cloneable; it is returned as `result`.
+ */
+export function runInChild(moduleUrl: string, exportName: string, args?: unknown, opts: ChildOptions = {}): Promise<ChildResult> {
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const started = Date.now();
+  const modulePath = moduleUrl.startsWith('file:') ? fileURLToPath(moduleUrl) : path.resolve(moduleUrl);
+  const child = fork(runnerPath, [modulePath, exportName, JSON.stringify(args ?? null)], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    env: { ...process.env, ...opts.env },
+    execArgv: opts.execArgv ?? [],
+  });
+  return collect(child, timeoutMs, started);
+}
+
+/** True when this process is a child started by runInChild (so a test file can skip registering tests). */
+export const isHarnessChild = process.env.POSTCOPY_TEST_CHILD === '1';
