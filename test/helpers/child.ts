@@ -19,6 +19,9 @@ export interface ChildOptions {
   env?: Record<string, string>;
   /** Extra node flags (e.g. ['--expose-gc']). */
   execArgv?: string[];
+  /** Run the child as this uid/gid (e.g. 65534 to test unprivileged behaviour; needs root). */
+  uid?: number;
+  gid?: number;
 }
 
 export interface ChildResult {
@@ -89,6 +92,8 @@ export function runChild(opts: ChildOptions & { script: string; args?: unknown }
   const child = spawn(process.execPath, [...(opts.execArgv ?? []), opts.script, JSON.stringify(opts.args ?? null)], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, ...opts.env },
+    uid: opts.uid,
+    gid: opts.gid,
   });
   return collect(child, timeoutMs, started);
 }
@@ -106,6 +111,8 @@ export function runInChild(moduleUrl: string, exportName: string, args?: unknown
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, ...opts.env },
     execArgv: opts.execArgv ?? [],
+    uid: opts.uid,
+    gid: opts.gid,
   });
   return collect(child, timeoutMs, started);
 }

@@ -1,0 +1,296 @@
+// The control socket (MIGRATION.md "Control socket"): the destination process connects, hands over its
+// userfaultfd (+ memfd) and a JSON region table in one sendmsg, then receives the state blob, and finally
+// `complete` or `error` lines. The daemon holds a pidfd of the process so it can SIGKILL exactly that
+// process (never a recycled pid) when the migration cannot finish: a fault must not hang forever and a page
+// the source had must never be replaced by zeros.
+import net from 'node:net';
+import fs from 'node:fs';
+import createDebug from 'debug';
+import { libc, errno, koffi, closeFn, syscall6 } from '../uffd/libc.js';
+import { SYS } from '../uffd/abi.js';
+import { FdChannel } from '../uffd/fdpass.js';
+import { pidfdOpen } from '../uffd/pidfd.js';
+import { Poller } from '../uffd/events.js';
+import { DaemonError } from './errors.js';
+import { parseHello, type ControlHello } from './regions.js';
+
+const log = createDebug('postcopy:daemon:control');
+
+const recvmsgFn = libc.func('intptr_t recvmsg(int fd, void *msg, int flags)');
+const getsockoptFn = libc.func('int getsockopt(int fd, int level, int name, _Inout_ uint8_t *val, _Inout_ uint32_t *len)');
+const MSG_DONTWAIT = 0x40;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const SO_PEERCRED = 17;
+const EAGAIN = 11;
+const EINTR = 4;
+const MAX_HELLO_BYTES = 64 * 1024;
+const MAX_FDS = 8;
+const PCFD_MAGIC = Buffer.from('PCFD', 'latin1');
+
+export interface HelloMessage {
+  fds: number[];
+  payload: unknown;
+}
+
+/**
+ * Receive the hello: fds ride on the first byte; the payload is either a bare JSON document (MIGRATION.md's
+ * line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame. Reads until the JSON is
+ * complete. Closes received fds on any failure.
+ * TODO(H2): fdpass.ts only speaks its PCFD frame; move the bare-JSON case there when it grows a raw mode.
+ */
+export function recvHello(fd: number, timeoutMs: number): HelloMessage {
+  const deadline = Date.now() + timeoutMs;
+  const data = Buffer.alloc(MAX_HELLO_BYTES);
+  let got = 0;
+  const fds: number[] = [];
+  const poller = new Poller([fd]);
+  const iov = Buffer.alloc(16);
+  const control = Buffer.alloc(16 + 4 * MAX_FDS + 8);
+  const msg = Buffer.alloc(56);
+  try {
+    for (;;) {
+      if (got >= data.length) throw new DaemonError('BAD_HELLO', `control message larger than ${MAX_HELLO_BYTES} bytes`);
+      iov.writeBigUInt64LE(BigInt(koffi.address(data) as bigint) + BigInt(got), 0);
+      iov.writeBigUInt64LE(BigInt(data.length - got), 8);
+      msg.fill(0);
+      msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
+      msg.writeBigUInt64LE(1n, 24);
+      msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
+      msg.writeBigUInt64LE(BigInt(control.length), 40);
+      const r = Number(recvmsgFn(fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+      if (r < 0) {
+        const e = errno();
+        if (e === EINTR) continue;
+        if (e !== EAGAIN) throw new DaemonError('BAD_HELLO', `recvmsg on the control socket failed: errno ${e}`);
+        const left = deadline - Date.now();
+        if (left <= 0 || poller.wait(left) === 0) {
+          throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${got} bytes, ${fds.length} fds so far)`);
+        }
+        continue;
+      }
+      // Collect SCM_RIGHTS fds (one cmsg at most with our buffer size).
+      const clen = Number(msg.readBigUInt64LE(40));
+      if (clen >= 16) {
+        const len = Number(control.readBigUInt64LE(0));
+        if (control.readInt32LE(8) === SOL_SOCKET && control.readInt32LE(12) === SCM_RIGHTS) {
+          for (let off = 16; off + 4 <= len; off += 4) fds.push(control.readInt32LE(off));
+        }
+      }
+      if ((msg.readInt32LE(48) & 0x8) !== 0) throw new DaemonError('BAD_HELLO', `control client passed more than ${MAX_FDS} fds`);
+      if (r === 0) {
+        if (got === 0 && fds.length === 0) throw new DaemonError('BAD_HELLO', 'control client closed the connection without sending anything');
+        throw new DaemonError('BAD_HELLO', `control client closed after ${got} bytes of an incomplete handshake`);
+      }
+      got += r;
+      const payload = tryParse(data.subarray(0, got));
+      if (payload !== undefined) return { fds, payload };
+    }
+  } catch (e) {
+    for (const f of fds) closeFn(f);
+    throw e;
+  }
+}
+
+/** The complete JSON in `buf`, undefined when more bytes are needed; throws on bytes that can never parse. */
+function tryParse(buf: Buffer): unknown {
+  let body = buf;
+  if (buf.length >= 4 && buf.subarray(0, 4).equals(PCFD_MAGIC)) {
+    if (buf.length < 16) return undefined;
+    const n = buf.readUInt32LE(8);
+    if (buf.length < 16 + n) return undefined;
+    body = buf.subarray(16, 16 + n);
+  } else {
+    const first = buf.find((c) => c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09);
+    if (first !== undefined && first !== 0x7b /* { */ && first !== 0x5b /* [ */) {
+      throw new DaemonError('BAD_HELLO', `control message is not JSON (starts with byte 0x${first.toString(16)})`);
+    }
+  }
+  const text = body.toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    // A newline ends the message: if it still does not parse, it never will.
+    if (text.includes('\n')) throw new DaemonError('BAD_HELLO', `control message is not valid JSON: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+/** Pid of the peer of a Unix socket (SO_PEERCRED), or 0. */
+export function peerPid(fd: number): number {
+  const cred = new Uint8Array(12);
+  const len = [12];
+  if ((getsockoptFn(fd, SOL_SOCKET, SO_PEERCRED, cred, len) as number) < 0) return 0;
+  return Buffer.from(cred.buffer, cred.byteOffset, 12).readInt32LE(0);
+}
+
+/** One attached destination process. */
+export class ControlClient {
+  readonly hello: ControlHello;
+  readonly uffdFd: number;
+  /** -1 when the client sent no memfd (Firecracker, missing mode). */
+  readonly memfdFd: number;
+  /** The process to stop on failure (hello.pid, else the socket peer). */
+  readonly pid: number;
+  private pidfd = -1;
+  private readonly socket: net.Socket;
+  private closed = false;
+  private exitListeners: ((why: string) => void)[] = [];
+
+  constructor(fd: number, msg: HelloMessage) {
+    if (msg.fds.length === 0) {
+      throw new DaemonError('NO_FDS', 'control client sent no file descriptor: expected its userfaultfd (and memfd) as SCM_RIGHTS on the handshake message');
+    }
+    this.hello = parseHello(msg.payload);
+    this.uffdFd = msg.fds[0];
+    this.memfdFd = msg.fds.length > 1 ? msg.fds[1] : -1;
+    for (const extra of msg.fds.slice(2)) closeFn(extra);
+    if (this.hello.mode === 'minor' && this.memfdFd < 0) {
+      throw new DaemonError('NO_FDS', 'mode "minor" needs the memfd as the second fd, but only one fd arrived');
+    }
+    this.pid = this.hello.pid ?? peerPid(fd);
+    if (this.pid > 0) {
+      try { this.pidfd = pidfdOpen(this.pid); } catch (e) { log('pidfd_open(%d) failed: %s', this.pid, (e as Error).message); }
+    }
+    // Past the handshake nothing carries fds, so libuv may own the socket now (writes + close detection).
+    this.socket = new net.Socket({ fd, readable: true, writable: true });
+    this.socket.on('data', () => { /* the process sends nothing after the hello; ignore */ });
+    this.socket.on('error', (e) => log('control socket error: %s', e.message));
+    this.socket.on('close', () => {
+      const was = this.closed;
+      this.closed = true;
+      if (!was) for (const l of this.exitListeners) l(`destination process ${this.pid || '?'} closed the control connection (exited?)`);
+    });
+  }
+
+  /** Called once if the process goes away (control connection closed) before close(). */
+  onExit(listener: (why: string) => void): void {
+    this.exitListeners.push(listener);
+  }
+
+  get alive(): boolean {
+    return !this.closed;
+  }
+
+  private write(data: Buffer | string): Promise<void> {
+    if (this.closed || this.socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => this.socket.write(data, () => resolve()));
+  }
+
+  sendState(blob: Uint8Array): Promise<void> {
+    const head = JSON.stringify({ type: 'state', length: blob.length }) + '\n';
+    return this.write(Buffer.concat([Buffer.from(head), blob]));
+  }
+
+  sendComplete(stats: unknown): Promise<void> {
+    return this.write(JSON.stringify({ type: 'complete', stats }) + '\n');
+  }
+
+  sendError(message: string): Promise<void> {
+    return this.write(JSON.stringify({ type: 'error', message }) + '\n');
+  }
+
+  /** SIGKILL the process (through its pidfd when we have one). */
+  kill(): void {
+    if (this.pidfd >= 0 && SYS) {
+      const r = Number(syscall6(SYS.pidfd_send_signal, this.pidfd, 9, 0, 0, 0, 0));
+      if (r === 0) { log('killed pid %d via pidfd', this.pid); return; }
+      log('pidfd_send_signal failed: errno %d', errno());
+    }
+    if (this.pid > 0) {
+      try { process.kill(this.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+  }
+
+  /** Close our copies of the fds and the connection (after the final message is flushed). */
+  async close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { this.socket.destroy(); resolve(); }, 1000);
+        this.socket.end(() => { clearTimeout(t); this.socket.destroy(); resolve(); });
+      });
+    }
+    closeFn(this.uffdFd);
+    if (this.memfdFd >= 0) closeFn(this.memfdFd);
+    if (this.pidfd >= 0) { closeFn(this.pidfd); this.pidfd = -1; }
+  }
+}
+
+/** Accepts control clients on a Unix stream socket path. */
+export class ControlServer {
+  private readonly pending: net.Socket[] = [];
+  private waiters: ((s: net.Socket) => void)[] = [];
+
+  private constructor(readonly path: string, private readonly server: net.Server) {
+    server.on('connection', (s) => {
+      const w = this.waiters.shift();
+      if (w) w(s); else this.pending.push(s);
+    });
+  }
+
+  static async listen(path: string): Promise<ControlServer> {
+    // A stale socket file from a previous run would make bind fail: remove it if nothing listens there.
+    if (fs.existsSync(path)) {
+      const st = fs.lstatSync(path);
+      if (!st.isSocket()) throw new DaemonError('BAD_OPTION', `--control ${path} exists and is not a socket`);
+      const inUse = await new Promise<boolean>((resolve) => {
+        const c = net.connect(path, () => { c.destroy(); resolve(true); });
+        c.on('error', () => resolve(false));
+      });
+      if (inUse) throw new DaemonError('BAD_OPTION', `--control ${path}: another daemon is listening there`);
+      fs.unlinkSync(path);
+    }
+    const server = net.createServer({ pauseOnConnect: true });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => reject(new DaemonError('BAD_OPTION', `cannot listen on control socket ${path}: ${e.message}`)));
+      server.listen(path, () => resolve());
+    });
+    return new ControlServer(path, server);
+  }
+
+  private nextSocket(signal?: AbortSignal): Promise<net.Socket> {
+    const s = this.pending.shift();
+    if (s) return Promise.resolve(s);
+    return new Promise((resolve, reject) => {
+      const w = (sock: net.Socket): void => { signal?.removeEventListener('abort', onAbort); resolve(sock); };
+      const onAbort = (): void => { this.waiters = this.waiters.filter((x) => x !== w); reject(new DaemonError('INTERNAL', 'aborted')); };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(w);
+    });
+  }
+
+  /**
+   * Next valid client. Bad handshakes get an error line and are dropped (reported through `onReject`);
+   * the server keeps waiting for a good one.
+   */
+  async accept(opts: { handshakeTimeoutMs?: number; signal?: AbortSignal; onReject?: (e: Error) => void } = {}): Promise<ControlClient> {
+    for (;;) {
+      const sock = await this.nextSocket(opts.signal);
+      const fd = FdChannel.adopt(sock).fd; // dup + destroy: libuv never reads the fds away from us
+      let msg: HelloMessage | undefined;
+      try {
+        msg = recvHello(fd, opts.handshakeTimeoutMs ?? 10_000);
+        const client = new ControlClient(fd, msg);
+        log('client pid %d: mode %s, %d regions, uffd fd %d, memfd fd %d', client.pid, client.hello.mode, client.hello.regions.length, client.uffdFd, client.memfdFd);
+        return client;
+      } catch (e) {
+        const err = e as Error;
+        try {
+          const line = Buffer.from(JSON.stringify({ type: 'error', message: err.message }) + '\n');
+          libc.func('intptr_t send(int fd, const void *buf, size_t len, int flags)')(fd, line, line.length, 0x4040);
+        } catch { /* best effort */ }
+        closeFn(fd);
+        for (const f of msg?.fds ?? []) closeFn(f);
+        opts.onReject?.(err);
+      }
+    }
+  }
+
+  close(): void {
+    this.server.close();
+    for (const s of this.pending) s.destroy();
+    try { fs.unlinkSync(this.path); } catch { /* gone */ }
+  }
+}

@@ -1,0 +1,116 @@
+// postcopy-daemon's main loop: listen for the source (--listen) and for destination processes
+// (--control), run one migration per (control client, source connection) pair, report stats, repeat
+// (or stop after one with --once).
+import fs from 'node:fs';
+import createDebug from 'debug';
+import cliProgress from 'cli-progress';
+import { ControlServer, type ControlClient } from './control.js';
+import { MigrationListener, parseListenSpec, type MigrationChannels } from './listener.js';
+import { runSession, type SessionResult } from './session.js';
+import { formatSummary, F, type MigrationStats } from './stats.js';
+
+const log = createDebug('postcopy:daemon');
+
+export interface DaemonOptions {
+  listen: string;
+  control: string;
+  flags?: number;
+  statsFile?: string;
+  once?: boolean;
+  stallTimeoutMs?: number;
+  urgentWaitMs?: number;
+  /** Progress bar: default when stderr is a TTY. */
+  progress?: boolean;
+  /** Lines for stdout (default console.log) and stderr (default console.error). */
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface DaemonHandle {
+  /** Resolves with the exit code (0: every migration succeeded). */
+  done: Promise<number>;
+  address: string;
+  stop(): void;
+}
+
+function writeStats(file: string, s: MigrationStats): void {
+  try {
+    fs.writeFileSync(file, JSON.stringify(s, null, 2) + '\n');
+  } catch (e) {
+    console.error(`postcopy-daemon: cannot write --stats ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** Start the daemon; resolves once both sockets listen (so `address` is known). */
+export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
+  const out = opts.out ?? ((l: string) => console.log(l));
+  const err = opts.err ?? ((l: string) => console.error(l));
+  const spec = parseListenSpec(opts.listen);
+  const listener = await MigrationListener.open(spec);
+  let control: ControlServer;
+  try {
+    control = await ControlServer.listen(opts.control);
+  } catch (e) {
+    listener.close();
+    throw e;
+  }
+  const abort = new AbortController();
+  opts.signal?.addEventListener('abort', () => abort.abort(), { once: true });
+  out(`listening ${listener.address}`);
+  out(`control ${opts.control}`);
+  const showProgress = opts.progress ?? Boolean(process.stderr.isTTY);
+
+  const loop = async (): Promise<number> => {
+    let failures = 0;
+    try {
+      while (!abort.signal.aborted) {
+        const onReject = (e: Error): void => err(`postcopy-daemon: control client rejected: ${e.message}`);
+        let client: ControlClient;
+        let ch: MigrationChannels | null;
+        if (spec.kind === 'exec') {
+          client = await control.accept({ signal: abort.signal, onReject });
+          ch = await listener.accept({ signal: abort.signal });
+        } else {
+          const [c, m] = await Promise.all([
+            control.accept({ signal: abort.signal, onReject }),
+            listener.accept({ signal: abort.signal, urgentWaitMs: opts.urgentWaitMs }),
+          ]);
+          client = c; ch = m;
+        }
+        if (!ch) { await client.close(); break; }
+        out(`migration: process ${client.pid || '?'} (${client.hello.mode}, ${client.hello.regions.length} region(s)), source ${ch.transport}`);
+        let bar: cliProgress.SingleBar | null = null;
+        const result: SessionResult = await runSession(client, ch, {
+          flags: opts.flags, stallTimeoutMs: opts.stallTimeoutMs, urgentWaitMs: opts.urgentWaitMs,
+          onProgress: showProgress ? (present, total, s) => {
+            if (!bar) {
+              bar = new cliProgress.SingleBar({
+                format: 'pages {bar} {percentage}% {value}/{total} | on demand {od} | {mb} MiB',
+                stream: process.stderr, hideCursor: true,
+              }, cliProgress.Presets.shades_classic);
+              bar.start(total, 0, { od: 0, mb: 0 });
+            }
+            bar.update(present, { od: s.v[F.pagesOnDemand], mb: ((s.v[F.bytesMain] + s.v[F.bytesUrgent]) / 1048576).toFixed(0) });
+          } : undefined,
+        });
+        if (bar) { (bar as cliProgress.SingleBar).stop(); }
+        out(formatSummary(result.stats));
+        if (!result.ok) {
+          failures++;
+          err(`postcopy-daemon: migration failed: ${result.error?.message}`);
+        }
+        if (opts.statsFile) writeStats(opts.statsFile, result.stats);
+        if (opts.once) break;
+      }
+    } catch (e) {
+      if (!abort.signal.aborted) { err(`postcopy-daemon: ${(e as Error).message}`); failures++; }
+    } finally {
+      listener.close();
+      control.close();
+    }
+    log('daemon loop ended (%d failures)', failures);
+    return failures ? 1 : 0;
+  };
+  return { done: loop(), address: listener.address, stop: () => abort.abort() };
+}

@@ -1,0 +1,132 @@
+// Turns decoded "ram" records into page placements through the umem-compat device: validates every
+// record against the regions first (WireMap), coalesces contiguous pages into one staging run (one ioctl
+// per run instead of per page), and counts what happened. Used by both daemon workers; allocation free
+// per page apart from what the decoder produced.
+import { ProtocolError, type RamRecord } from '../protocol/index.js';
+import type { UmemDevice } from '../umem-compat/index.js';
+import { addressOf } from '../uffd/memory.js';
+import { errnoName } from '../uffd/errors.js';
+import { DaemonError } from './errors.js';
+import { F, type SharedStats } from './stats.js';
+import type { WireMap } from './regions.js';
+
+const KIND_PAGE = 0;
+const KIND_ZERO = 1;
+const ESRCH = 3;
+const ENOMEM = 12;
+
+export type SinkRole = 'fault' | 'background';
+
+/** Error for a failed placement errno: a vanished process is not a daemon bug. */
+export function placementError(err: number | string, page: number): DaemonError {
+  const name = typeof err === 'number' ? errnoName(err) : err;
+  if (name === 'ESRCH' || name === 'ENOMEM') {
+    return new DaemonError('PROCESS_DIED', `destination process is gone (placing page ${page} failed with ${name})`);
+  }
+  return new DaemonError('PLACE_FAILED', `placing page ${page} failed with ${name}`);
+}
+
+export class PageSink {
+  private readonly staging: Buffer;
+  private readonly stagingAddr: number;
+  private readonly stagingPages: number;
+  private readonly ps: number;
+  private runStart = -1;
+  private runCount = 0;
+  private runKind = KIND_PAGE;
+  private readonly placedField: number;
+  private readonly pagesField: number;
+  private readonly zeroField: number;
+  private readonly dupField: number;
+
+  constructor(
+    private readonly device: UmemDevice,
+    private readonly wire: WireMap,
+    private readonly stats: SharedStats,
+    role: SinkRole,
+    private readonly onAllPresent: () => void,
+    stagingBytes = 1 << 20,
+  ) {
+    this.ps = device.pageSize;
+    this.stagingPages = Math.max(1, Math.floor(stagingBytes / this.ps));
+    this.staging = Buffer.allocUnsafeSlow(this.stagingPages * this.ps);
+    this.stagingAddr = addressOf(this.staging);
+    const fault = role === 'fault';
+    this.placedField = fault ? F.placedFault : F.placedBackground;
+    this.pagesField = fault ? F.pagesOnDemand : F.pagesBackground;
+    this.zeroField = fault ? F.zeroOnDemand : F.zeroBackground;
+    this.dupField = fault ? F.duplicatesFault : F.duplicatesBackground;
+  }
+
+  /**
+   * Take one record. Page-carrying records are validated (throws ProtocolError, nothing placed) and
+   * staged; other kinds return false so the caller can handle them.
+   */
+  add(rec: RamRecord): boolean {
+    let kind: number;
+    let data: Uint8Array | undefined;
+    switch (rec.kind) {
+      case 'page':
+        kind = KIND_PAGE; data = rec.data;
+        break;
+      case 'zero':
+        kind = rec.fill === 0 ? KIND_ZERO : KIND_PAGE;
+        break;
+      case 'compressed-page':
+        if (!rec.page) throw new ProtocolError('BAD_COMPRESSED_PAGE', 'compressed page was not inflated', { offset: rec.offset, context: 'ram record COMPRESS_PAGE', expected: 'an inflated page' });
+        kind = KIND_PAGE; data = rec.page;
+        break;
+      case 'xbzrle':
+        throw new ProtocolError('BAD_RECORD', 'XBZRLE record in a postcopy stream (the destination has no previous page to apply it to)', {
+          offset: rec.offset, context: 'ram record XBZRLE', expected: 'PAGE or ZERO records',
+        });
+      default:
+        return false;
+    }
+    const page = this.wire.validate(rec.block, rec.blockOffset, this.ps, rec.offset, `ram record ${rec.kind.toUpperCase()}`);
+    if (data !== undefined && data.length !== this.ps) {
+      throw new ProtocolError('BAD_LENGTH', `page payload of ${data.length} bytes`, { offset: rec.offset, context: 'ram record PAGE', expected: `${this.ps} bytes` });
+    }
+    if (this.runCount > 0 && (kind !== this.runKind || page !== this.runStart + this.runCount || this.runCount === this.stagingPages)) this.flush();
+    if (this.runCount === 0) { this.runStart = page; this.runKind = kind; }
+    if (kind === KIND_PAGE) {
+      const at = this.runCount * this.ps;
+      if (data !== undefined) this.staging.set(data, at);
+      else this.staging.fill((rec as { fill: number }).fill, at, at + this.ps);
+    }
+    this.runCount++;
+    return true;
+  }
+
+  /** Place the staged run (call at the end of every received chunk so waiting faults are not delayed). */
+  flush(): void {
+    const n = this.runCount;
+    if (n === 0) return;
+    const first = this.runStart;
+    this.runCount = 0;
+    let placed: number;
+    if (this.runKind === KIND_PAGE) {
+      placed = this.device.placeFromAddressRaw(first, n, this.stagingAddr);
+      if (placed < 0) throw placementError(-placed, first);
+    } else {
+      try {
+        placed = this.device.placeZero(first, n).placed;
+      } catch (e) {
+        throw placementError((e as { errnoName?: string }).errnoName ?? (e as Error).message, first);
+      }
+      this.stats.v[this.zeroField] += placed;
+    }
+    const v = this.stats.v;
+    v[this.placedField] += placed;
+    v[this.pagesField] += placed;
+    v[this.dupField] += n - placed;
+    if (this.stats.addPresent(placed, this.device.pageCount)) this.onAllPresent();
+  }
+
+  /** Bytes of staging (for tests). */
+  get capacityPages(): number {
+    return this.stagingPages;
+  }
+}
+
+export { ESRCH, ENOMEM };

@@ -1,0 +1,193 @@
+// One migration on the destination: a control client (the destination process's uffd + memfd + regions)
+// and the source's channels. Starts the stream and fault workers, forwards the state blob, watches for
+// completion, stalls and failures, and ends it cleanly (unregister, complete, SHUT(0)) or safely (error
+// to the process + SIGKILL, SHUT(1)): a page the source had is never replaced by zeros and nothing waits
+// forever.
+import { Worker } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import createDebug from 'debug';
+import { UmemDevice } from '../umem-compat/index.js';
+import { createEventfd, eventfdWrite, closeFd } from '../uffd/events.js';
+import { addressOf, pageSize as hostPageSize } from '../uffd/memory.js';
+import { DaemonError } from './errors.js';
+import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
+import type { ControlClient } from './control.js';
+import type { MigrationChannels } from './listener.js';
+import { encodeRpU32 } from './requests.js';
+import { sendAll, dupFd } from './sockets.js';
+import { STATE_SECTION, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared } from './worker-common.js';
+
+const log = createDebug('postcopy:daemon:session');
+
+export interface SessionOptions {
+  /** --flags (bit 0: touch arrived pages; moot with userfaultfd placement). */
+  flags?: number;
+  /** A fault unanswered this long, or no state blob this long after the source connected → failure. */
+  stallTimeoutMs?: number;
+  /** How long to wait for the source's urgent connection after the main one. */
+  urgentWaitMs?: number;
+  /** Receive size of the stream worker. */
+  recvBytes?: number;
+  onProgress?: (present: number, total: number, s: SharedStats) => void;
+}
+
+export interface SessionResult {
+  ok: boolean;
+  stats: MigrationStats;
+  error?: DaemonError;
+}
+
+function waitExit(w: Worker | null, ms: number): Promise<boolean> {
+  if (!w) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    let done = false;
+    const t = setTimeout(() => { if (!done) { done = true; resolve(false); } }, ms);
+    w.once('exit', () => { if (!done) { done = true; clearTimeout(t); resolve(true); } });
+  });
+}
+
+export async function runSession(client: ControlClient, ch: MigrationChannels, opts: SessionOptions = {}): Promise<SessionResult> {
+  const hello = client.hello;
+  const stallMs = opts.stallTimeoutMs ?? 30_000;
+  if ((opts.flags ?? 0) & 1) log('--flags bit 0 (touch arrived pages) is moot: placement already maps each page in the process');
+  const device = UmemDevice.attach({
+    uffd: client.uffdFd, memfd: client.memfdFd >= 0 ? client.memfdFd : undefined, regions: hello.regions,
+    mode: hello.mode, pageSize: hostPageSize, eventReader: false, ownsFds: false,
+  });
+  const total = device.pageCount;
+  const stats = new SharedStats();
+  const stopFd = createEventfd();
+  const shared: WorkerShared = {
+    uffd: client.uffdFd, memfd: client.memfdFd, mode: hello.mode, regions: hello.regions, named: hello.named,
+    pageSize: device.pageSize, pageState: device.pageState.buffer, stats: stats.buffer,
+  };
+  const t0 = ch.acceptedAt;
+  let tState: number | null = null;
+  let tComplete: number | null = null;
+  let streamEnded = false;
+  let finished = false;
+  let faultWorker: Worker | null = null;
+  let blockNames: string[] | null = null;
+  let resolveEnd!: (r: { ok: boolean; error?: DaemonError }) => void;
+  const ended = new Promise<{ ok: boolean; error?: DaemonError }>((r) => { resolveEnd = r; });
+  const fail = (e: DaemonError): void => { if (!finished) { finished = true; resolveEnd({ ok: false, error: e }); } };
+  const succeed = (): void => { if (!finished) { finished = true; tComplete = performance.now(); resolveEnd({ ok: true }); } };
+
+  const onWorkerMessage = (who: string) => (m: WorkerMessage): void => {
+    switch (m.type) {
+      case 'blocks':
+        blockNames = m.names;
+        if (faultWorker) releaseFaultWorker();
+        return;
+      case 'state':
+        log('state blob: %d bytes', m.blob.length);
+        void client.sendState(m.blob).then(() => { tState = performance.now(); });
+        return;
+      case 'all-present':
+        if (stats.present >= total) succeed();
+        return;
+      case 'stream-end':
+        streamEnded = true;
+        log('main stream ended (%s, %s)', m.clean ? 'EOF' : 'no EOF', m.detail);
+        if (stats.present >= total) { succeed(); return; }
+        // Urgent pages may still be in flight: give them a moment, then it is a failure (never zero-fill).
+        setTimeout(() => {
+          if (stats.present < total) {
+            fail(new DaemonError('SOURCE_LOST', m.clean
+              ? `source ended the migration stream with ${total - stats.present} of ${total} pages never sent`
+              : `source disconnected (${m.detail}) before all pages arrived: ${stats.present} of ${total} present`));
+          }
+        }, 1000);
+        return;
+      case 'error':
+        fail(new DaemonError(m.code as DaemonError['code'], m.message));
+        return;
+      default:
+        return;
+    }
+  };
+
+  const spawnWorker = (file: string, data: FaultWorkerData | StreamWorkerData): Worker => {
+    const w = new Worker(new URL(file, import.meta.url), { workerData: data });
+    w.on('message', onWorkerMessage(data.role));
+    w.on('error', (e) => fail(new DaemonError('INTERNAL', `${data.role} worker crashed: ${e.message}`)));
+    w.on('exit', (code) => { if (code !== 0 && !finished) fail(new DaemonError('INTERNAL', `${data.role} worker exited with code ${code}`)); });
+    return w;
+  };
+
+  const releaseFaultWorker = (): void => {
+    faultWorker!.postMessage({ type: 'blocks', names: blockNames });
+    Atomics.store(stats.cells, C.blocksBound, 1);
+    Atomics.notify(stats.cells, C.blocksBound);
+  };
+
+  client.onExit((why) => fail(new DaemonError('PROCESS_DIED', `${why} mid-migration (${stats.present} of ${total} pages present)`)));
+
+  // The stream worker reads its own dup of the main fd so closing one side never races the other.
+  const streamWorker = spawnWorker('./stream-worker.js', {
+    ...shared, role: 'stream', mainFd: ch.mainFd, mainIsSocket: ch.mainIsSocket, returnFd: ch.returnFd,
+    returnIsSocket: ch.returnIsSocket, stateSection: STATE_SECTION, recvBytes: opts.recvBytes ?? 4 << 20,
+  });
+  void ch.urgent.then((urgentFd) => {
+    if (finished) return;
+    faultWorker = spawnWorker('./fault-worker.js', {
+      ...shared, role: 'fault', urgentFd, requestFd: urgentFd >= 0 ? urgentFd : ch.returnFd,
+      requestIsSocket: urgentFd >= 0 ? true : ch.returnIsSocket, stopFd,
+    });
+    if (blockNames) releaseFaultWorker();
+  });
+
+  // Progress, stall detection.
+  const timer = setInterval(() => {
+    const present = stats.present;
+    opts.onProgress?.(present, total, stats);
+    const now = Date.now();
+    const oldest = stats.v[F.oldestOutstandingMs];
+    if (oldest > 0 && now - oldest > stallMs) {
+      fail(new DaemonError('STALLED', `the source has not answered a page request for ${Math.round((now - oldest) / 1000)} s (${present} of ${total} pages present)`));
+    }
+    if (tState === null && performance.now() - t0 > stallMs && !streamEnded) {
+      fail(new DaemonError('STALLED', `no state blob from the source within ${Math.round(stallMs / 1000)} s of its connection`));
+    }
+  }, 100);
+
+  const result = await ended;
+  clearInterval(timer);
+  const totalTimeMs = (tComplete ?? performance.now()) - t0;
+  const sendReturn = (msg: Buffer): void => { sendAll(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
+
+  // Stop the fault worker (it may wait for the block list or in poll).
+  Atomics.store(stats.cells, C.blocksBound, -1);
+  Atomics.notify(stats.cells, C.blocksBound);
+  eventfdWrite(stopFd, 1);
+  if (!result.ok) {
+    const msg = result.error!.message;
+    log('migration failed: %s', msg);
+    await client.sendError(msg);
+    client.kill();
+    try { sendReturn(encodeRpU32('SHUT', 1)); } catch { /* source gone */ }
+    ch.interrupt();
+  } else {
+    try { sendReturn(encodeRpU32('SHUT', 0)); } catch { /* source gone */ }
+  }
+  if (!(await waitExit(faultWorker, 3000))) await faultWorker!.terminate();
+  // The source closes after SHUT; if it does not, cut the stream so the blocked receive returns.
+  if (!(await waitExit(streamWorker, result.ok ? 3000 : 1000))) {
+    ch.interrupt();
+    if (!(await waitExit(streamWorker, 2000))) await streamWorker.terminate();
+  }
+  if (result.ok) {
+    try { device.makeVmaAnonymous(); } catch (e) { log('unregister failed: %s', (e as Error).message); }
+  }
+  device.close();
+  closeFd(stopFd);
+  const s = snapshot(stats, {
+    pagesTotal: total, pagesPresent: stats.present, downtimeMs: tState === null ? null : tState - t0, totalTimeMs,
+    pageSize: device.pageSize, mode: hello.mode, transport: ch.transport, ok: result.ok, error: result.error?.message,
+  });
+  if (result.ok) await client.sendComplete(s);
+  await client.close();
+  ch.close();
+  void dupFd;
+  return { ok: result.ok, stats: s, error: result.error };
+}

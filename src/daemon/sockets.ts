@@ -1,0 +1,83 @@
+// Raw socket/pipe calls the daemon's worker threads make on fds they own (never through libuv, which
+// would read ahead into its own buffers). Addresses are Numbers so the hot loops allocate nothing.
+import { libc, errno, readAt, writeAt } from '../uffd/libc.js';
+import { SyscallError } from '../uffd/errors.js';
+
+const recvFn = libc.func('intptr_t recv(int fd, intptr_t buf, size_t len, int flags)') as (fd: number, buf: number, len: number, flags: number) => number;
+const sendFn = libc.func('intptr_t send(int fd, intptr_t buf, size_t len, int flags)') as (fd: number, buf: number, len: number, flags: number) => number;
+const shutdownFn = libc.func('int shutdown(int fd, int how)') as (fd: number, how: number) => number;
+const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
+const pipe2Fn = libc.func('int pipe2(_Out_ int *fds, int flags)');
+const setsockoptFn = libc.func('int setsockopt(int fd, int level, int name, void *val, uint32_t len)');
+
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_WAITALL = 0x100;
+const EINTR = 4;
+const EAGAIN = 11;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const F_DUPFD_CLOEXEC = 1030;
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+export const SHUT_RD = 0;
+export const SHUT_WR = 1;
+export const SHUT_RDWR = 2;
+
+/**
+ * One receive into [addr, addr+len). `isSocket` false uses read(2) (pipes, exec: transport).
+ * Returns bytes (>0), 0 at EOF, or -errno (EINTR retried).
+ */
+export function recvSome(fd: number, addr: number, len: number, isSocket: boolean, flags = 0): number {
+  for (;;) {
+    const r = isSocket ? recvFn(fd, addr, len, flags) : readAt(fd, addr, len);
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+/** Write all of [addr, addr+len) on a blocking fd. 0 or -errno. */
+export function sendAll(fd: number, addr: number, len: number, isSocket: boolean): number {
+  let done = 0;
+  while (done < len) {
+    const r = isSocket ? sendFn(fd, addr + done, len - done, MSG_NOSIGNAL) : writeAt(fd, addr + done, len - done);
+    if (r > 0) { done += r; continue; }
+    const e = r === 0 ? EAGAIN : errno();
+    if (e === EINTR) continue;
+    return -e;
+  }
+  return 0;
+}
+
+export function shutdownFd(fd: number, how = SHUT_RDWR): void {
+  shutdownFn(fd, how);
+}
+
+export function setBlocking(fd: number, blocking: boolean): void {
+  const fl = fcntlFn(fd, F_GETFL, 0);
+  if (fl < 0) throw new SyscallError('fcntl(F_GETFL)', errno(), `fd ${fd}`);
+  const want = blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK;
+  if (want !== fl && fcntlFn(fd, F_SETFL, want) < 0) throw new SyscallError('fcntl(F_SETFL)', errno(), `fd ${fd}`);
+}
+
+/** dup() with close-on-exec. */
+export function dupFd(fd: number): number {
+  const r = fcntlFn(fd, F_DUPFD_CLOEXEC, 0);
+  if (r < 0) throw new SyscallError('fcntl(F_DUPFD_CLOEXEC)', errno(), `fd ${fd}`);
+  return r;
+}
+
+/** A pipe [readEnd, writeEnd], both close-on-exec (spawn's dup2 into a child's stdio clears the flag there). */
+export function makePipe(): [number, number] {
+  const fds = [0, 0];
+  if ((pipe2Fn(fds, O_CLOEXEC) as number) < 0) throw new SyscallError('pipe2', errno());
+  return [fds[0], fds[1]];
+}
+
+/** SO_RCVBUF/SO_SNDBUF and TCP_NODELAY tweaks; failures are ignored (unix sockets reject TCP options). */
+export function tuneSocket(fd: number, opts: { noDelay?: boolean; rcvBuf?: number }): void {
+  const v = Buffer.alloc(4);
+  if (opts.noDelay) { v.writeInt32LE(1); setsockoptFn(fd, 6 /* IPPROTO_TCP */, 1 /* TCP_NODELAY */, v, 4); }
+  if (opts.rcvBuf) { v.writeInt32LE(opts.rcvBuf); setsockoptFn(fd, 1 /* SOL_SOCKET */, 8 /* SO_RCVBUF */, v, 4); }
+}

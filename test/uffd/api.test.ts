@@ -1,0 +1,182 @@
+// Creation and the UFFDIO_API handshake, for both creation paths (kernel uffd-unit-tests: API test run twice).
+import test from 'ava';
+import fs from 'node:fs';
+import {
+  Userfaultfd, UffdError, UffdInvalidError, UffdFeatureError, UffdEventReader, decodeFeatures, encodeFeatures,
+  featureBit, FEATURE_NAMES, KNOWN_FEATURES_MASK, DEFAULT_FEATURES, readFdinfoFeatures, UFFD_API, uffdError, Errno,
+  UffdExistsError, UffdAgainError, UffdNoEntryError, UffdNoProcessError, UffdBusyError, UffdNoMemoryError, UffdPermissionError,
+} from '../../src/uffd/index.js';
+import { runInChild } from '../helpers/child.js';
+
+const paths = ['syscall', 'device'] as const;
+const deviceMissing = !fs.existsSync('/dev/userfaultfd');
+
+for (const via of paths) {
+  const t0 = via === 'device' && deviceMissing ? test.skip : test;
+  const sfx = via === 'device' && deviceMissing ? ' (skipped: /dev/userfaultfd not present)' : '';
+
+  t0(`api via ${via}: a probe with features 0 reports what the kernel offers${sfx}`, (t) => {
+    const u = Userfaultfd.create({ via });
+    try {
+      const r = u.api(0n);
+      t.true(r.features > 0n, 'some feature offered');
+      t.true((r.ioctls & (1n << 0x3fn)) !== 0n || (r.ioctls & 1n) !== 0n, 'REGISTER/API in the ioctl mask');
+      t.true((r.ioctls & 1n) !== 0n, '_UFFDIO_REGISTER bit set');
+    } finally { u.close(); }
+  });
+
+  t0(`api via ${via}: a second UFFDIO_API on the same fd fails with EINVAL${sfx}`, (t) => {
+    const u = Userfaultfd.create({ via });
+    try {
+      u.api(0n);
+      const e = t.throws(() => u.api(0n), { instanceOf: UffdInvalidError });
+      t.is(e?.code, 'EINVAL');
+      t.regex(e!.message, /second UFFDIO_API/);
+    } finally { u.close(); }
+  });
+
+  t0(`api via ${via}: a wrong api version fails with EINVAL${sfx}`, (t) => {
+    const u = Userfaultfd.create({ via });
+    try {
+      const e = t.throws(() => u.api(0n, UFFD_API + 1), { instanceOf: UffdError });
+      t.is(e?.code, 'EINVAL');
+    } finally { u.close(); }
+  });
+
+  t0(`api via ${via}: feature bit 63 is rejected (EINVAL) or masked, never crashes${sfx}`, (t) => {
+    const u = Userfaultfd.create({ via });
+    try {
+      try {
+        const r = u.api(1n << 63n);
+        t.is(r.features & (1n << 63n), 0n, 'kernel that masks unknown bits does not report them back');
+      } catch (e) {
+        t.is((e as UffdError).code, 'EINVAL');
+      }
+    } finally { u.close(); }
+  });
+
+  t0(`open via ${via}: probe then enable the wanted subset once${sfx}`, (t) => {
+    const u = Userfaultfd.open({ via, features: ['THREAD_ID', 'MOVE'] });
+    try {
+      const offered = Userfaultfd.probe().features;
+      t.is(u.features, encodeFeatures(['THREAD_ID', 'MOVE']) & offered);
+      t.true(u.has('THREAD_ID'));
+      t.false(u.has('SIGBUS'));
+      t.is(readFdinfoFeatures(u.fd), u.features, 'fdinfo shows exactly the enabled set');
+    } finally { u.close(); }
+  });
+}
+
+test('create flags: nonBlocking read returns 0 instead of blocking; closeOnExec sets FD_CLOEXEC', (t) => {
+  const u = Userfaultfd.open({ nonBlocking: true, closeOnExec: true });
+  try {
+    t.is(new UffdEventReader(u.fd).read(), 0);
+    const info = fs.readFileSync(`/proc/self/fdinfo/${u.fd}`, 'utf8');
+    const flags = parseInt(/^flags:\s*(\d+)/m.exec(info)![1], 8);
+    t.true((flags & 0o4000) !== 0, 'O_NONBLOCK');
+    t.true((flags & 0o2000000) !== 0, 'O_CLOEXEC');
+  } finally { u.close(); }
+  const v = Userfaultfd.open({ closeOnExec: false });
+  try {
+    const flags = parseInt(/^flags:\s*(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${v.fd}`, 'utf8'))![1], 8);
+    t.is(flags & 0o2000000, 0, 'no O_CLOEXEC when asked');
+    t.is(flags & 0o4000, 0, 'blocking by default');
+  } finally { v.close(); }
+});
+
+test('userModeOnly creation works on both paths', (t) => {
+  for (const via of deviceMissing ? (['syscall'] as const) : paths) {
+    const u = Userfaultfd.open({ via, userModeOnly: true });
+    t.true(u.fd >= 0);
+    u.close();
+  }
+});
+
+test('open() with an unknown required bit fails clearly; unknown wanted bits are dropped, not fatal', (t) => {
+  const u = Userfaultfd.open({ features: (1n << 40n) | featureBit('THREAD_ID') });
+  t.is(u.features & (1n << 40n), 0n);
+  u.close();
+  const e = t.throws(() => Userfaultfd.open({ require: ['NOT_A_FEATURE'] }), { instanceOf: TypeError });
+  t.regex(e!.message, /unknown userfaultfd feature 'NOT_A_FEATURE'/);
+});
+
+test('DEFAULT_FEATURES leave out the behaviour-changing bits', (t) => {
+  for (const n of ['SIGBUS', 'EVENT_FORK', 'EVENT_REMOVE', 'EVENT_UNMAP', 'EVENT_REMAP', 'WP_ASYNC', 'EXACT_ADDRESS', 'WP_UNPOPULATED'] as const) {
+    t.false(DEFAULT_FEATURES.includes(n), n);
+  }
+  const u = Userfaultfd.open();
+  t.false(u.has('SIGBUS'));
+  t.true(u.has('MISSING_SHMEM'));
+  u.close();
+});
+
+test('feature masks decode into the 17 names plus unknown bits, and round-trip', (t) => {
+  t.is(FEATURE_NAMES.length, 17);
+  t.is(KNOWN_FEATURES_MASK, 0x1ffffn);
+  const d = decodeFeatures(0x1ffffn | (1n << 20n) | (1n << 63n));
+  t.is(d.names.length, 17);
+  t.is(d.unknown, (1n << 20n) | (1n << 63n));
+  t.is(encodeFeatures(d.names) | d.unknown, 0x1ffffn | (1n << 20n) | (1n << 63n));
+  t.deepEqual(decodeFeatures(featureBit('POISON')).names, ['POISON']);
+  t.is(featureBit('UFFD_FEATURE_MOVE'), 1n << 16n);
+  t.deepEqual(decodeFeatures(0n), { names: [], unknown: 0n });
+});
+
+test('the probe on 6.18 offers all 17 features', (t) => {
+  const p = Userfaultfd.probe();
+  const missing = FEATURE_NAMES.filter((n) => !p.decoded.names.includes(n));
+  if (missing.length) t.log(`kernel lacks: ${missing.join(', ')}`);
+  t.true(p.decoded.names.length + missing.length === 17);
+  t.is(p.decoded.unknown & KNOWN_FEATURES_MASK, 0n);
+});
+
+test('fromFd wraps a handshaken fd and recovers its features from fdinfo', (t) => {
+  const u = Userfaultfd.open({ features: ['THREAD_ID', 'POISON'] });
+  const w = Userfaultfd.fromFd(u.fd);
+  t.is(w.features, u.features);
+  t.true(w.has('POISON'));
+  u.close();
+});
+
+test('errno → typed error classes carry code, errno, done and a readable message', (t) => {
+  const cases: [number, new (...a: never[]) => UffdError][] = [
+    [Errno.EEXIST, UffdExistsError], [Errno.EAGAIN, UffdAgainError], [Errno.ENOENT, UffdNoEntryError],
+    [Errno.ESRCH, UffdNoProcessError], [Errno.EINVAL, UffdInvalidError], [Errno.EBUSY, UffdBusyError],
+    [Errno.ENOMEM, UffdNoMemoryError], [Errno.EPERM, UffdPermissionError],
+  ];
+  for (const [n, Cls] of cases) {
+    const e = uffdError({ op: 'UFFDIO_COPY', errno: n, addr: 0x1000, len: 8192, done: 4096 });
+    t.true(e instanceof Cls && e instanceof UffdError && e instanceof Error);
+    t.is(e.errno, n);
+    t.is(e.done, 4096);
+    t.regex(e.message, new RegExp(`UFFDIO_COPY failed: ${e.code} .* at 0x1000 len 8192 after 4096 bytes`));
+  }
+  t.is(uffdError({ op: 'x', errno: 999 }).code, 'E999');
+});
+
+test('UffdFeatureError names the missing features', (t) => {
+  const e = new UffdFeatureError(['MOVE'], 0x3n);
+  t.is(e.code, 'EFEATURE');
+  t.regex(e.message, /not supported by this kernel: MOVE \(kernel offers 0x3\)/);
+});
+
+const nobodyCanRun = process.getuid?.() === 0;
+(nobodyCanRun ? test : test.skip)('EPERM for an unprivileged user names what to do (sysctl, CAP_SYS_PTRACE, device, user-mode-only)', async (t) => {
+  const sysctl = fs.readFileSync('/proc/sys/vm/unprivileged_userfaultfd', 'utf8').trim();
+  const r = await runInChild(new URL('./children/unprivileged.js', import.meta.url).href, 'tryCreate', undefined, { uid: 65534, gid: 65534 });
+  t.true(r.ok, r.summary);
+  const res = r.result as Record<string, { code?: string; message?: string; ok?: boolean }>;
+  if (sysctl === '0') {
+    t.is(res.syscall.code, 'EPERM');
+    t.regex(res.syscall.message!, /vm\.unprivileged_userfaultfd/);
+    t.regex(res.syscall.message!, /CAP_SYS_PTRACE/);
+    t.regex(res.syscall.message!, /userModeOnly/);
+  } else {
+    t.log(`vm.unprivileged_userfaultfd=${sysctl}: the syscall is allowed for everyone`);
+  }
+  t.true(res.userModeOnly.ok, 'user-mode-only creation needs no privilege');
+  if (res.device.code) {
+    t.is(res.device.code, 'EPERM');
+    t.regex(res.device.message!, /\/dev\/userfaultfd/);
+  }
+});
