@@ -20,7 +20,7 @@ import { createWorkload, windowsFromView, parsePattern, parseSize, describeState
 const USAGE = `usage:
   toy reference --steps K [--size 1G] [--pattern sequential|uniform|hotset] [--seed N]
   toy source --migrate-at M --to URI [--size 1G] [--pattern P] [--seed N] [-n] [-m] [--forward N] [--backward N]
-  toy source --agent [PATH] [--migrate-at M] ...   run until postcopy-migrate asks (or stop stepping at M)
+  toy source --agent PATH [--migrate-at M] ...   run until postcopy-migrate asks (--agent= : per-pid default path)
   toy dest --control PATH --steps K [--size 1G] [--mode missing|minor] [--state-timeout SEC]
 
 URI: tcp:HOST:PORT | unix:PATH | exec:CMD   (the postcopy-daemon's --listen address)

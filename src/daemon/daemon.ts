@@ -8,6 +8,7 @@ import { ControlServer, type ControlClient } from './control.js';
 import { MigrationListener, parseListenSpec, type MigrationChannels } from './listener.js';
 import { runSession, type SessionResult } from './session.js';
 import { formatSummary, F, type MigrationStats } from './stats.js';
+import { spawnWorkerPair, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon');
 
@@ -63,6 +64,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
 
   const loop = async (): Promise<number> => {
     let failures = 0;
+    let workers: WorkerPair | null = spawnWorkerPair();
     try {
       while (!abort.signal.aborted) {
         const onReject = (e: Error): void => err(`postcopy-daemon: control client rejected: ${e.message}`);
@@ -81,8 +83,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         if (!ch) { await client.close(); break; }
         out(`migration: process ${client.pid || '?'} (${client.hello.mode}, ${client.hello.regions.length} region(s)), source ${ch.transport}`);
         let bar: cliProgress.SingleBar | null = null;
+        const pair = workers ?? spawnWorkerPair();
+        workers = null;
         const result: SessionResult = await runSession(client, ch, {
-          flags: opts.flags, stallTimeoutMs: opts.stallTimeoutMs, urgentWaitMs: opts.urgentWaitMs,
+          workers: pair, flags: opts.flags, stallTimeoutMs: opts.stallTimeoutMs, urgentWaitMs: opts.urgentWaitMs,
           onProgress: showProgress ? (present, total, s) => {
             if (!bar) {
               bar = new cliProgress.SingleBar({
@@ -102,12 +106,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         }
         if (opts.statsFile) writeStats(opts.statsFile, result.stats);
         if (opts.once) break;
+        workers = spawnWorkerPair(); // warm the next pair (after the migration: no CPU taken from it)
       }
     } catch (e) {
       if (!abort.signal.aborted) { err(`postcopy-daemon: ${(e as Error).message}`); failures++; }
     } finally {
       listener.close();
       control.close();
+      if (workers) { await workers.fault.terminate(); await workers.stream.terminate(); }
     }
     log('daemon loop ended (%d failures)', failures);
     return failures ? 1 : 0;

@@ -161,13 +161,17 @@ export function runFaultWorker(d: FaultWorkerData): void {
   device.close();
 }
 
+// Spawned ahead of time (modules and koffi loaded), the worker waits for its job: starting a thread is
+// not on the migration's critical path.
 if (parentPort && (workerData as { role?: string })?.role === 'fault') {
-  const d = workerData as FaultWorkerData;
-  try {
-    runFaultWorker(d);
-    post({ type: 'done' });
-  } catch (e) {
-    const err = e as Error & { code?: string };
-    post({ type: 'error', code: err.code ?? 'INTERNAL', message: err.message });
-  }
+  parentPort.once('message', (d: FaultWorkerData) => {
+    try {
+      runFaultWorker(d);
+      post({ type: 'done' });
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      post({ type: 'error', code: err.code ?? 'INTERNAL', message: err.message });
+    }
+    parentPort?.close();
+  });
 }

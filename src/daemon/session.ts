@@ -14,8 +14,8 @@ import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
 import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
 import { encodeRpU32 } from './requests.js';
-import { sendAll, dupFd } from './sockets.js';
-import { STATE_SECTION, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared } from './worker-common.js';
+import { sendAll } from './sockets.js';
+import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon:session');
 
@@ -29,6 +29,8 @@ export interface SessionOptions {
   /** Receive size of the stream worker. */
   recvBytes?: number;
   onProgress?: (present: number, total: number, s: SharedStats) => void;
+  /** Workers started ahead of time (spawnWorkerPair()); started here when absent. */
+  workers?: WorkerPair;
 }
 
 export interface SessionResult {
@@ -63,6 +65,9 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   };
   const t0 = ch.acceptedAt;
   let tState: number | null = null;
+  let blocksAt: number | null = null;
+  let stateDeliveredAt: number | null = null;
+  const epoch = (): number => performance.timeOrigin + performance.now();
   let tComplete: number | null = null;
   let streamEnded = false;
   let finished = false;
@@ -77,11 +82,12 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     switch (m.type) {
       case 'blocks':
         blockNames = m.names;
+        blocksAt = m.at;
         if (faultWorker) releaseFaultWorker();
         return;
       case 'state':
         log('state blob: %d bytes', m.blob.length);
-        void client.sendState(m.blob).then(() => { tState = performance.now(); });
+        void client.sendState(m.blob).then(() => { tState = performance.now(); stateDeliveredAt = epoch(); });
         return;
       case 'all-present':
         if (stats.present >= total) succeed();
@@ -107,8 +113,10 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     }
   };
 
-  const spawnWorker = (file: string, data: FaultWorkerData | StreamWorkerData): Worker => {
-    const w = new Worker(new URL(file, import.meta.url), { workerData: data });
+  const pair = opts.workers ?? spawnWorkerPair();
+  const spawnWorker = (w: Worker, data: FaultWorkerData | StreamWorkerData): Worker => {
+    w.ref();
+    w.postMessage(data);
     w.on('message', onWorkerMessage(data.role));
     w.on('error', (e) => fail(new DaemonError('INTERNAL', `${data.role} worker crashed: ${e.message}`)));
     w.on('exit', (code) => { if (code !== 0 && !finished) fail(new DaemonError('INTERNAL', `${data.role} worker exited with code ${code}`)); });
@@ -124,13 +132,13 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   client.onExit((why) => fail(new DaemonError('PROCESS_DIED', `${why} mid-migration (${stats.present} of ${total} pages present)`)));
 
   // The stream worker reads its own dup of the main fd so closing one side never races the other.
-  const streamWorker = spawnWorker('./stream-worker.js', {
+  const streamWorker = spawnWorker(pair.stream, {
     ...shared, role: 'stream', mainFd: ch.mainFd, mainIsSocket: ch.mainIsSocket, returnFd: ch.returnFd,
     returnIsSocket: ch.returnIsSocket, stateSection: STATE_SECTION, recvBytes: opts.recvBytes ?? 4 << 20,
   });
   void ch.urgent.then((urgentFd) => {
-    if (finished) return;
-    faultWorker = spawnWorker('./fault-worker.js', {
+    if (finished) { void pair.fault.terminate(); return; }
+    faultWorker = spawnWorker(pair.fault, {
       ...shared, role: 'fault', urgentFd, requestFd: urgentFd >= 0 ? urgentFd : ch.returnFd,
       requestIsSocket: urgentFd >= 0 ? true : ch.returnIsSocket, stopFd,
     });
@@ -171,6 +179,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     try { sendReturn(encodeRpU32('SHUT', 0)); } catch { /* source gone */ }
   }
   if (!(await waitExit(faultWorker, 3000))) await faultWorker!.terminate();
+  if (!faultWorker) await pair.fault.terminate();
   // The source closes after SHUT; if it does not, cut the stream so the blocked receive returns.
   if (!(await waitExit(streamWorker, result.ok ? 3000 : 1000))) {
     ch.interrupt();
@@ -182,12 +191,12 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   device.close();
   closeFd(stopFd);
   const s = snapshot(stats, {
-    pagesTotal: total, pagesPresent: stats.present, downtimeMs: tState === null ? null : tState - t0, totalTimeMs,
+    pagesTotal: total, pagesPresent: stats.present,
+    downtimeMs: stateDeliveredAt === null || blocksAt === null ? null : stateDeliveredAt - blocksAt, stateDeliveredAt, totalTimeMs,
     pageSize: device.pageSize, mode: hello.mode, transport: ch.transport, ok: result.ok, error: result.error?.message,
   });
   if (result.ok) await client.sendComplete(s);
   await client.close();
   ch.close();
-  void dupFd;
   return { ok: result.ok, stats: s, error: result.error };
 }

@@ -100,7 +100,14 @@ export interface MigrationStats {
   pagesRequested: number;
   faultLatencyUs: { p50: number; p99: number; max: number; mean: number; count: number };
   blockedTimeMs: number;
+  /**
+   * Source stop → state delivered to the process, as the daemon sees it: from the end of the source's
+   * prelude (RAM block list; the source stops its workload right after) to the state blob written to the
+   * process. An upper bound of the true downtime; includes the source's state() call.
+   */
   downtimeMs: number | null;
+  /** Epoch ms (performance.timeOrigin based) when the state reached the process (compare with the source's downtimeStart on one host). */
+  stateDeliveredAt: number | null;
   totalTimeMs: number;
   bytesOnWire: number;
   throughputMBps: number;
@@ -114,7 +121,7 @@ export interface MigrationStats {
 const round = (x: number, d = 1): number => Math.round(x * 10 ** d) / 10 ** d;
 
 export function snapshot(s: SharedStats, extra: {
-  pagesTotal: number; pagesPresent: number; downtimeMs: number | null; totalTimeMs: number; pageSize: number;
+  pagesTotal: number; pagesPresent: number; downtimeMs: number | null; stateDeliveredAt: number | null; totalTimeMs: number; pageSize: number;
   mode: string; transport: string; ok: boolean; error?: string;
 }): MigrationStats {
   const v = s.v;
@@ -137,6 +144,7 @@ export function snapshot(s: SharedStats, extra: {
     },
     blockedTimeMs: round(v[F.blockedUs] / 1000, 3),
     downtimeMs: extra.downtimeMs === null ? null : round(extra.downtimeMs, 3),
+    stateDeliveredAt: extra.stateDeliveredAt,
     totalTimeMs: round(extra.totalTimeMs, 3),
     bytesOnWire: bytes,
     throughputMBps: extra.totalTimeMs > 0 ? round(bytes / 1e6 / (extra.totalTimeMs / 1000)) : 0,

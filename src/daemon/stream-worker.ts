@@ -4,6 +4,7 @@
 // in coalesced runs (pages already present are skipped by umem-compat's page state). Never touches the
 // registered memory itself.
 import { parentPort, workerData } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
 import { UmemDevice } from '../umem-compat/index.js';
 import { StreamDecoder, ProtocolError, type DecodedRecord } from '../protocol/index.js';
 import { addressOf } from '../uffd/memory.js';
@@ -49,7 +50,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
       case 'mem-size':
         wire.bindBlockList(rec.blocks, rec.offset);
         sawBlocks = true;
-        post({ type: 'blocks', names: wire.names });
+        post({ type: 'blocks', names: wire.names, at: performance.timeOrigin + performance.now() });
         return;
       case 'device-state': {
         if (rec.idstr !== d.stateSection) return; // someone else's device: not ours to interpret
@@ -63,7 +64,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
         }
         const blob = new Uint8Array(len);
         blob.set(data.subarray(4));
-        post({ type: 'state', blob }, [blob.buffer]);
+        post({ type: 'state', blob, at: performance.timeOrigin + performance.now() }, [blob.buffer]);
         return;
       }
       case 'command':
@@ -112,14 +113,18 @@ export function runStreamWorker(d: StreamWorkerData): void {
   }
 }
 
+// Spawned ahead of time (modules and koffi loaded); the job arrives as the first message.
 if (parentPort && (workerData as { role?: string })?.role === 'stream') {
-  try {
-    runStreamWorker(workerData as StreamWorkerData);
-    post({ type: 'done' });
-  } catch (e) {
-    const err = e as Error & { code?: string };
-    const code = err instanceof ProtocolError ? 'PROTOCOL' : (err.code ?? 'INTERNAL');
-    const message = err instanceof ProtocolError ? `bad migration stream from the source: ${err.message}` : err.message;
-    post({ type: 'error', code, message });
-  }
+  parentPort.once('message', (d: StreamWorkerData) => {
+    try {
+      runStreamWorker(d);
+      post({ type: 'done' });
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      const code = err instanceof ProtocolError ? 'PROTOCOL' : (err.code ?? 'INTERNAL');
+      const message = err instanceof ProtocolError ? `bad migration stream from the source: ${err.message}` : err.message;
+      post({ type: 'error', code, message });
+    }
+    parentPort?.close();
+  });
 }

@@ -1,4 +1,5 @@
 // What the session hands each worker thread (structured-cloneable), and the messages workers post back.
+import { Worker as WorkerCtor } from 'node:worker_threads';
 import type { UmemRegionSpec } from '../umem-compat/index.js';
 import type { PlacementMode } from './regions.js';
 
@@ -38,8 +39,9 @@ export interface StreamWorkerData extends WorkerShared {
 
 export type WorkerMessage =
   | { type: 'ready' }
-  | { type: 'blocks'; names: string[] }
-  | { type: 'state'; blob: Uint8Array }
+  /** `at`: epoch ms (performance.timeOrigin based) when the worker decoded it. */
+  | { type: 'blocks'; names: string[]; at: number }
+  | { type: 'state'; blob: Uint8Array; at: number }
   | { type: 'run' }
   | { type: 'all-present' }
   | { type: 'stream-end'; clean: boolean; detail: string }
@@ -47,3 +49,19 @@ export type WorkerMessage =
   | { type: 'done' };
 
 export const STATE_SECTION = 'postcopy-uffd/state';
+
+/** A fault worker and a stream worker, started before they are needed (module + koffi load takes ~100 ms+). */
+export interface WorkerPair {
+  fault: import('node:worker_threads').Worker;
+  stream: import('node:worker_threads').Worker;
+}
+
+export function spawnWorkerPair(): WorkerPair {
+  // Lazy import keeps this module free of side effects for the workers themselves.
+  const make = (file: string, role: string): import('node:worker_threads').Worker => {
+    const w = new WorkerCtor(new URL(file, import.meta.url), { workerData: { role } });
+    w.unref();
+    return w;
+  };
+  return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream') };
+}

@@ -383,7 +383,10 @@ export class StreamDecoder extends IncrementalDecoder<DecodedRecord> {
         this.scanFrom = end - p;
         break;
       }
-      if (c - p > this.maxDevice) break;
+      if (c - p > this.maxDevice) {
+        this.scanFrom = c - p;
+        break;
+      }
       if (c + 5 > end) {
         this.scanFrom = c - p;
         break;

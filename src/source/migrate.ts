@@ -261,7 +261,9 @@ class Session {
     try {
       msgs = decoder.push(chunk);
     } catch (e) {
-      this.fail(new MigrationError('BAD_RETURN_PATH', `garbage on the ${channel} return path: ${(e as Error).message}`, { channel }, { cause: e }));
+      // A malformed page request is a bad request; anything else is garbage on the return path.
+      const isRequest = /REQ_PAGES/.test(String((e as { context?: unknown }).context ?? ''));
+      this.fail(new MigrationError(isRequest ? 'BAD_REQUEST' : 'BAD_RETURN_PATH', `${isRequest ? 'bad page request' : 'garbage'} on the ${channel} return path: ${(e as Error).message}`, { channel }, { cause: e }));
       return;
     }
     try {

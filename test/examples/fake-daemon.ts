@@ -9,6 +9,7 @@ import { mapFd } from '../../src/uffd/memory.js';
 
 const CHUNK = 1 << 20;
 
+/** copied / zero are page counts. */
 export interface PlaceResult { copied: number; zero: number; mode: string; regionSize: number; regionName: string }
 
 /** Place all of `memory` (the source's pages) into the client's single region. */
@@ -20,14 +21,15 @@ export function placeAll(client: ControlClient, memory: Uint8Array, srcAddr: num
   const uffd = Userfaultfd.fromFd(client.uffdFd);
   let copied = 0, zero = 0;
   if (client.hello.mode === 'missing') {
-    for (let off = 0; off < r.size; off += CHUNK) {
-      const len = Math.min(CHUNK, r.size - off);
-      if (memory.subarray(off, off + len).every((b) => b === 0)) {
-        uffd.zeropage(r.base + off, len);
-        zero += len;
+    // Page by page: all-zero pages with UFFDIO_ZEROPAGE (what a ZERO record becomes), the rest copied.
+    const PAGE = 4096;
+    for (let off = 0; off < r.size; off += PAGE) {
+      if (memory.subarray(off, off + PAGE).every((b) => b === 0)) {
+        uffd.zeropage(r.base + off, PAGE);
+        zero++;
       } else {
-        uffd.copy(r.base + off, srcAddr + off, len);
-        copied += len;
+        uffd.copy(r.base + off, srcAddr + off, PAGE);
+        copied++;
       }
     }
   } else {
@@ -35,7 +37,7 @@ export function placeAll(client: ControlClient, memory: Uint8Array, srcAddr: num
     try {
       map.view(0, r.size).set(memory);
       for (let off = 0; off < r.size; off += CHUNK) uffd.continue(r.base + off, Math.min(CHUNK, r.size - off));
-      copied = r.size;
+      copied = r.size / 4096;
     } finally {
       map.unmap();
     }

@@ -3,7 +3,7 @@
 // stopped by worker.terminate() (the test's hard time bound) instead of hanging the test process.
 import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { ProtocolError, ReturnPathDecoder, StreamDecoder } from '../../src/protocol/index.js';
+import { ProtocolError, RamImage, ReturnPathDecoder, StreamDecoder, type DecodedRecord } from '../../src/protocol/index.js';
 import { randInt, rng } from './random.js';
 
 export interface MutationJob {
@@ -61,11 +61,15 @@ function run(): MutationResult {
     const t0 = performance.now();
     result.cases++;
     const d = decoderFor(job.kind);
+    // Decoded stream records also go into a RamImage (what `postcopy-inspect --extract` does): it
+    // must reject what it cannot apply with a ProtocolError too.
+    const image = job.kind === 'stream' ? new RamImage() : undefined;
+    const apply = (records: readonly unknown[]) => { if (image) for (const rec of records) image.apply(rec as DecodedRecord); };
     // Feed in 64 KiB pushes and sample memory after each: an allocation sized by a corrupt length
     // field would be alive in the decoder's carry buffer at that point.
     try {
       for (let p = 0; p < input.length; p += 65536) {
-        d.push(input.subarray(p, Math.min(input.length, p + 65536)));
+        apply(d.push(input.subarray(p, Math.min(input.length, p + 65536))));
         const extra = process.memoryUsage().arrayBuffers - baseline;
         if (extra > result.peakExtraBytes) result.peakExtraBytes = extra;
         if (extra > job.maxExtraBytes) {
@@ -73,7 +77,7 @@ function run(): MutationResult {
           return;
         }
       }
-      d.end();
+      apply(d.end());
       result.decoded++;
     } catch (err) {
       if (err instanceof ProtocolError) {

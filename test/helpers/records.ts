@@ -13,9 +13,16 @@ export function decodeChunks(chunks: Iterable<Uint8Array>, opts?: DecoderOptions
 
 /** A comparable string per record: every field, byte payloads replaced by their SHA-1. */
 export function fingerprint(r: DecodedRecord): string {
-  return JSON.stringify(r, (_k, v: unknown) =>
-    v instanceof Uint8Array ? `sha1:${createHash('sha1').update(v).digest('hex')}:${v.length}` : v,
-  );
+  return JSON.stringify(plain(r));
+}
+
+// Buffer has toJSON (which runs before a JSON.stringify replacer), so bytes are replaced up front;
+// this also makes a Buffer view and a Uint8Array copy of the same bytes compare equal.
+function plain(v: unknown): unknown {
+  if (v instanceof Uint8Array) return `sha1:${createHash('sha1').update(v).digest('hex')}:${v.length}`;
+  if (Array.isArray(v)) return v.map(plain);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
 }
 
 /** Record-kind counts, commands by name (e.g. "command:PING"). */

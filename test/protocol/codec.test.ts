@@ -67,11 +67,9 @@ test('ram records: every kind round-trips through encoder and decoder', (t) => {
   t.like(recs[4], { block: 'pc.bios', blockOffset: 8192, continued: false });
   t.true(Buffer.from((recs[4] as any).page).equals(page));
   t.like(recs[5], { block: 'pc.bios', continued: true, fill: 0x55 });
-  const again = concat(recs.flatMap((r) => new RamRecordEncoder().encode(r)));
   // Re-encoding with a fresh encoder honours each record's CONTINUE flag, so the bytes are identical.
   const enc2 = new RamRecordEncoder();
   t.true(concat(recs.flatMap((r) => enc2.encode(r))).equals(concat(parts)));
-  t.true(again.length > 0);
 });
 
 test('page payloads are views of the pushed chunk, not copies', (t) => {
@@ -189,7 +187,7 @@ test('ram record errors: unknown block, beyond block, bad flags, HOOK, truncatio
 test('stream: decode → encode gives identical bytes; records are complete', (t) => {
   const { bytes } = sampleStream();
   const recs = decodeStream(bytes);
-  const kinds = recs.map((r) => (r.kind === 'command' ? r.command : r.kind));
+  const kinds: string[] = recs.map((r) => (r.kind === 'command' ? r.command : r.kind));
   t.deepEqual(kinds.slice(0, 5), ['header', 'configuration', 'OPEN_RETURN_PATH', 'PING', 'POSTCOPY_ADVISE']);
   for (const k of ['xbzrle', 'compressed-page', 'device-state', 'POSTCOPY_RAM_DISCARD', 'PACKAGED', 'POSTCOPY_LISTEN', 'POSTCOPY_RUN', 'package-end', 'eof', 'vmdesc']) t.true(kinds.includes(k), k);
   t.like(recs[1], { machine: 'pc-i440fx-7.2', capabilities: ['x-ignore-shared'], targetPageBits: 12 });
@@ -207,7 +205,8 @@ test('stream: device section sizes given by option are used and checked', (t) =>
   const recs = decodeStream(bytes, { deviceSectionSize: (s: any) => (s.idstr === 'cpu' ? 50 : undefined) });
   t.is((recs.find((r) => r.kind === 'device-state' && r.idstr === 'cpu') as any).endFoundBy, 'size-option');
   expectCode(t, () => decodeStream(bytes, { deviceSectionSize: (s: any) => (s.idstr === 'cpu' ? 49 : undefined) }), 'BAD_FOOTER');
-  expectCode(t, () => decodeStream(bytes, { sectionFooters: false }), 'BAD_FLAGS');
+  // without footers the 0x7e after the first ram section is not a known element
+  expectCode(t, () => decodeStream(bytes, { sectionFooters: false }), 'UNKNOWN_SECTION_TYPE');
 });
 
 test('RamImage applies records, discards, and reports received pages', (t) => {
@@ -216,7 +215,8 @@ test('RamImage applies records, discards, and reports received pages', (t) => {
   img.applyAll(decodeStream(bytes));
   const ram = img.content('pc.ram');
   for (const [k, v] of pages) {
-    const [block, off] = k.split('@');
+    const block = k.slice(0, k.lastIndexOf('@'));
+    const off = k.slice(k.lastIndexOf('@') + 1);
     const content = block === 'pc.ram' ? ram : img.content(block);
     t.true(content.subarray(+off, +off + 4096).equals(v), k);
   }
@@ -278,7 +278,6 @@ test('seed private postcopy section: nested device stream, then bare records unt
   ]);
   const recs = decodeStream(bytes, { sectionFooters: false, deviceSectionSize: () => 0 });
   const kinds = recs.map((r) => r.kind);
-  t.deepEqual(kinds.slice(-7), ['seed-postcopy', 'section', 'device-state', 'eof', 'package-end', 'page', 'zero'].concat([]).slice(0, 7).length === 7 ? kinds.slice(-7) : []);
   t.deepEqual(kinds.slice(-8), ['seed-postcopy', 'section', 'device-state', 'eof', 'package-end', 'page', 'zero', 'eos']);
   expectCode(t, () => decodeStream(concat([bytes, Uint8Array.of(0)]), { sectionFooters: false, deviceSectionSize: () => 0 }), 'TRAILING_DATA');
 });
@@ -319,7 +318,7 @@ test('return path errors', (t) => {
   const bm = concat(encodeReturnPathRecvBitmap('pc.ram', new Uint8Array(8)));
   bm[bm.length - 1] ^= 1;
   expectCode(t, () => dec(bm), 'BAD_RETURN_PATH');
-  expectCode(t, () => dec(concat(encodeReturnPathRecvBitmap('pc.ram', new Uint8Array(64)))), 'BAD_LENGTH', undefined);
+  expectCode(t, () => dec(concat(encodeReturnPathRecvBitmap('pc.ram', new Uint8Array(64))), { blocks: [{ idstr: 'pc.ram', usedLength: 64 * 4096 }] }), 'BAD_LENGTH', 11);
   t.throws(() => dec(concat(encodeReturnPathRecvBitmap('pc.ram', new Uint8Array(64))), { maxBitmapBytes: 8 }), { instanceOf: ProtocolError });
   expectCode(t, () => dec(concat([encodeReturnPathShut(0), encodeReturnPathPong(1)])), 'TRAILING_DATA');
   expectCode(t, () => dec(encodeReturnPathPong(1).subarray(0, 6)), 'TRUNCATED', 0);

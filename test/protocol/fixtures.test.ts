@@ -172,17 +172,19 @@ function registerStreamTests(fx: Fixture): void {
     const records = decodeChunks([readFixture(fx.stream)]);
     const devices = records.filter((r) => r.kind === 'device-state');
     t.is(devices.length, 30);
-    const vmdesc = records.find((r) => r.kind === 'vmdesc');
-    if (!vmdesc || vmdesc.kind !== 'vmdesc') {
+    let vmdesc = records.find((r) => r.kind === 'vmdesc');
+    if (!vmdesc) {
+      // Post-copy sends no VM description. The same machine and guest program ran precopy in
+      // precopy-xbzrle-running, whose description gives the device sizes of a running guest.
       t.true(fx.postcopy, 'only postcopy streams lack a VMDESCRIPTION');
-      t.log('no VMDESCRIPTION in a postcopy stream: footer-scan ends only checked by the round trip');
-      return;
+      vmdesc = decodeChunks([readFixture('precopy-xbzrle-running.mig')]).find((r) => r.kind === 'vmdesc');
     }
+    if (!vmdesc || vmdesc.kind !== 'vmdesc') return t.fail('no VMDESCRIPTION');
     const sizes = vmDescriptionSectionSizes(vmdesc.json);
     t.is(sizes.size, 30);
     for (const d of devices) {
       if (d.kind !== 'device-state') continue;
-      t.is(d.data.length, sizes.get(`${d.idstr}/${d.instanceId}`), `${d.idstr}/${d.instanceId}`);
+      t.is(d.data.length, sizes.get(`${d.idstr}/${d.instanceId}`) ?? -1, `${d.idstr}/${d.instanceId}`);
     }
   });
 }
@@ -227,7 +229,7 @@ function registerReturnPathTests(fx: Fixture): void {
         t.is(m.kind, 'req-pages');
         if (m.kind !== 'req-pages') return;
         t.is(m.start, Number(f.body.readBigUInt64BE(0)));
-        t.is(m.length, f.body.readUInt32BE(8));
+        t.is(m.length as number, f.body.readUInt32BE(8));
         t.is(m.idstr, f.type === 3 ? f.body.subarray(13, 13 + f.body[12]).toString('latin1') : undefined);
         t.is(m.block, 'pc.ram');
       } else t.fail(`unexpected return-path type ${f.type}`);

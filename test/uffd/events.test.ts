@@ -24,7 +24,7 @@ testNeeding('events fork / remap / remove / unmap followed by a monitor in anoth
     for (const [, name, got, want] of checks) t.is(got, want, name);
     const kinds = res.events.map((e) => `${e.fd}:${e.ev.kind}`);
     t.deepEqual(kinds, [
-      'parent:pagefault', 'parent:pagefault', 'parent:fork', 'child:pagefault', 'parent:remap', 'parent:pagefault',
+      'parent:pagefault', 'parent:pagefault', 'parent:fork', 'child:pagefault', 'parent:remap', 'parent:unmap' /* old range, from mremap */, 'parent:pagefault',
       'parent:remove', 'parent:pagefault', 'parent:unmap',
     ]);
   });

@@ -15,7 +15,10 @@ export interface ArrivedPage {
 }
 
 export interface ReceiverResult {
+  /** Main-channel records in order. */
   records: DecodedRecord[];
+  /** Urgent-channel records in order. */
+  urgentRecords: DecodedRecord[];
   pages: ArrivedPage[];
   blocks: RamBlockInfo[];
   state?: Buffer;
@@ -45,7 +48,7 @@ export interface ReceiverOptions {
 }
 
 class Session {
-  readonly result: ReceiverResult = { records: [], pages: [], blocks: [], sawRun: false, urgentEos: 0, mainEof: false };
+  readonly result: ReceiverResult = { records: [], urgentRecords: [], pages: [], blocks: [], sawRun: false, urgentEos: 0, mainEof: false };
   private readonly main = new StreamDecoder();
   private readonly urgentDec = new RamRecordDecoder();
   private waiters: { n: number; resolve: () => void }[] = [];
@@ -90,7 +93,7 @@ class Session {
   }
 
   private onRecord(channel: 'main' | 'urgent', r: DecodedRecord): void {
-    this.result.records.push(r);
+    (channel === 'main' ? this.result.records : this.result.urgentRecords).push(r);
     switch (r.kind) {
       case 'mem-size':
         this.result.blocks = r.blocks;

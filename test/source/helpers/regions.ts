@@ -9,7 +9,7 @@ export function heapRegion(name: string, pages: number, zeroPages: Iterable<numb
   for (let p = 0; p < pages; p++) {
     // First word non-zero for most pages; some pages start with zeros but are not all zero (memcmp path).
     const base = p * PAGE;
-    if (p % 7 === 3) bytes.writeUInt32LE(0xdeadbeef ^ p, base + PAGE - 4);
+    if (p % 7 === 3) bytes.writeUInt32LE((0xdeadbeef ^ p) >>> 0, base + PAGE - 4);
     else for (let i = 0; i < PAGE; i += 64) bytes.writeUInt32LE((p * 2654435761 + i + 1) >>> 0, base + i);
     bytes.write(name, base + 8);
   }

@@ -10,8 +10,9 @@ export interface Toucher {
   started: Promise<{ tid: number }>;
 }
 
-export function startToucher(addr: number, pages: number[], op: 'read' | 'write', writeValue?: number, psize = pageSize): Toucher {
-  const worker = new Worker(new URL('./toucher.js', import.meta.url), { workerData: { addr, pageSize: psize, pages, op, writeValue } });
+export function startToucher(addr: number, pages: number[], op: 'read' | 'write', writeValue?: number, psize = pageSize,
+  doneCounter?: SharedArrayBuffer): Toucher {
+  const worker = new Worker(new URL('./toucher.js', import.meta.url), { workerData: { addr, pageSize: psize, pages, op, writeValue, doneCounter } });
   let resolveStarted!: (v: { tid: number }) => void;
   const started = new Promise<{ tid: number }>((r) => { resolveStarted = r; });
   const done = new Promise<{ tid: number; values: number[] }>((resolve, reject) => {

@@ -94,7 +94,8 @@ export async function nonCooperativeEvents() {
           case UFFD_EVENT_REMOVE:
             for (let a = rd.arg0(i); a < rd.arg1(i); a += ps) removed.add((a - base) / ps);
             break;
-          case UFFD_EVENT_UNMAP: if (fd === parentFd) done = true; break;
+          // mremap also reports UNMAP of the range it moved away from; stop only when the live range goes.
+          case UFFD_EVENT_UNMAP: if (fd === parentFd && rd.arg0(i) === base) done = true; break;
         }
       }
     }

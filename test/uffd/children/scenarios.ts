@@ -215,3 +215,114 @@ export function sigbusMode() {
   return new Uint32Array(koffi.view(r.addr + pageSize, 4) as ArrayBuffer)[0]; // SIGBUS, no event
 }
 
+
+/**
+ * mmap-changing (kernel uffd-unit-tests): while a REMOVE event is unread (a worker blocked in
+ * madvise(DONTNEED) on a registered range), every resolver returns -EAGAIN and writes -EAGAIN into its result
+ * field. Reading the event releases the worker.
+ */
+export async function mmapChanging() {
+  const { Worker } = await import('node:worker_threads');
+  const uffd = Userfaultfd.open({ nonBlocking: true, features: ['EVENT_REMOVE', 'MOVE', 'POISON', 'MINOR_SHMEM', 'PAGEFAULT_FLAG_WP'],
+    require: ['EVENT_REMOVE'] });
+  const anon = mapAnonymous(4 * pageSize);
+  anon.view().fill(1);
+  const m = createMemfd('mmap-changing', 2 * pageSize);
+  const shm = mapMemfd(m);
+  const alias = mapMemfd(m);
+  alias.view().fill(2); // page cache populated: CONTINUE would succeed if not for mmap_changing
+  uffd.register(anon.addr, anon.length, { missing: true, wp: true });
+  uffd.register(shm.addr, shm.length, { minor: true });
+  const staging = mapAnonymous(pageSize);
+  staging.view().fill(3);
+  const src = patternPage(4);
+  // The worker blocks in madvise until we read the REMOVE event.
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const koffi = require(workerData.koffi);
+    const madvise = koffi.load('libc.so.6').func('madvise', 'int', ['uintptr_t', 'size_t', 'int']);
+    parentPort.postMessage({ r: madvise(workerData.addr, workerData.len, 4) });`;
+  const w = new Worker(code, { eval: true, workerData: { addr: anon.addr + 2 * pageSize, len: pageSize, koffi: require_koffi() } });
+  const done = new Promise((r) => w.on('message', r));
+  // Wait until the REMOVE is queued (uffd readable), without reading it.
+  const { Poller } = await import('../../../src/uffd/index.js');
+  const p = new Poller([uffd.fd]);
+  const deadline = Date.now() + 5000;
+  while (p.wait(20) === 0) if (Date.now() > deadline) throw new Error('REMOVE event never arrived');
+  const results: Record<string, { ret: number; field?: number }> = {};
+  results.copy = { ret: uffd.copyRaw(anon.addr + 3 * pageSize, addressOf(src), pageSize, 0), field: uffd.lastResultField('copy') };
+  results.zeropage = { ret: uffd.zeropageRaw(anon.addr + 3 * pageSize, pageSize, 0), field: uffd.lastResultField('zeropage') };
+  results.move = { ret: uffd.moveRaw(anon.addr + 3 * pageSize, staging.addr, pageSize, 0), field: uffd.lastResultField('move') };
+  results.poison = { ret: uffd.poisonRaw(anon.addr + 3 * pageSize, pageSize, 0), field: uffd.lastResultField('poison') };
+  results.continue = { ret: uffd.continueRaw(shm.addr, pageSize, 0), field: uffd.lastResultField('continue') };
+  results.writeProtect = { ret: uffd.writeProtectRaw(anon.addr, pageSize, 1) };
+  let thrown = '';
+  try { uffd.copy(anon.addr + 3 * pageSize, addressOf(src), pageSize); } catch (e) { thrown = `${(e as Error).name}:${(e as UffdError).code}`; }
+  const blockedWhileUnread = !(await settledWithin(done, 50));
+  const { UffdEventReader } = await import('../../../src/uffd/index.js');
+  const rd = new UffdEventReader(uffd.fd);
+  const n = rd.read();
+  const event = n ? rd.event(0) : null;
+  const madviseResult = await done;
+  // Afterwards the resolvers work again.
+  const after = uffd.copyRaw(anon.addr + 2 * pageSize, addressOf(src), pageSize, 0); // the page madvise dropped
+  await w.terminate();
+  anon.unmap(); shm.unmap(); alias.unmap(); staging.unmap(); m.close(); uffd.close();
+  return { results, thrown, blockedWhileUnread, event, madviseResult, after };
+}
+
+function require_koffi(): string {
+  return new URL('../../../../node_modules/koffi/index.cjs', import.meta.url).pathname;
+}
+
+/**
+ * Bounded stress: `threads` workers fault on `pages` pages at once ('disjoint': each its own interleaved
+ * pages; 'racing': all of them every page, in different orders), this thread resolves in batches with
+ * copyRaw (EEXIST → wake). Nothing may be lost: every toucher finishes and reads the right content.
+ */
+export async function stress(a: { pages: number; threads: number; pattern: 'disjoint' | 'racing' }) {
+  const { UffdEventReader, Poller } = await import('../../../src/uffd/index.js');
+  const uffd = Userfaultfd.open({ nonBlocking: true });
+  const r = mapAnonymous(a.pages * pageSize);
+  uffd.register(r.addr, r.length, { missing: true });
+  const counter = new SharedArrayBuffer(4);
+  const finished = new Int32Array(counter);
+  const touchers = Array.from({ length: a.threads }, (_, k) => {
+    let pages: number[];
+    if (a.pattern === 'disjoint') pages = Array.from({ length: Math.ceil((a.pages - k) / a.threads) }, (_, j) => k + j * a.threads);
+    else pages = Array.from({ length: a.pages }, (_, j) => (k % 2 ? a.pages - 1 - j : (j * 7 + k) % a.pages));
+    return { pages, t: startToucher(r.addr, pages, 'read', undefined, pageSize, counter) };
+  });
+  const src = Buffer.alloc(pageSize);
+  const srcU32 = new Uint32Array(src.buffer, src.byteOffset, pageSize / 4);
+  const srcAddr = addressOf(src);
+  const reader = new UffdEventReader(uffd.fd, 64);
+  const poller = new Poller([uffd.fd]);
+  const resolved = new Uint8Array(a.pages);
+  let faults = 0; let eexist = 0; let reads = 0; let maxBatch = 0;
+  const deadline = Date.now() + 30000;
+  while (Atomics.load(finished, 0) < a.threads) {
+    if (Date.now() > deadline) throw new Error(`stress: ${Atomics.load(finished, 0)}/${a.threads} touchers done, ${faults} faults`);
+    if (poller.wait(10) === 0) continue;
+    const n = reader.read();
+    reads++;
+    if (n > maxBatch) maxBatch = n;
+    for (let i = 0; i < n; i++) {
+      if (!reader.isPagefault(i)) continue;
+      faults++;
+      const addr = reader.address(i);
+      const page = (addr - r.addr) / pageSize;
+      srcU32[0] = 0xc0de0000 + page;
+      const res = uffd.copyRaw(addr, srcAddr, pageSize, 0);
+      if (res === pageSize) resolved[page]++;
+      else if (res === -17) { eexist++; uffd.wakeRaw(addr, pageSize); } else throw new Error(`copy returned ${res}`);
+    }
+  }
+  const results = await Promise.all(touchers.map((x) => x.t.done));
+  let wrong = 0;
+  touchers.forEach((x, k) => x.pages.forEach((p, j) => { if (results[k].values[j] !== 0xc0de0000 + p) wrong++; }));
+  await Promise.all(touchers.map((x) => x.t.worker.terminate()));
+  const copiedOnce = resolved.every((c) => c === 1);
+  r.unmap(); uffd.close();
+  return { faults, eexist, reads, maxBatch, wrong, copiedOnce, touched: touchers.reduce((s, x) => s + x.pages.length, 0) };
+}

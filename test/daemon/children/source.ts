@@ -1,0 +1,26 @@
+// Source process for daemon integration tests: fills a migratable region with the test pattern and
+// migrates it with src/source's migrate(); prints one JSON line (digest, stats or error).
+import { createMigratableRegion } from '../../../src/source/region.js';
+import { migrate } from '../../../src/source/migrate.js';
+import { fillPattern, digest } from './pattern.js';
+
+interface Args { uri: string; size: number; background?: boolean; name?: string; state?: string }
+
+async function main(): Promise<void> {
+  const a = JSON.parse(process.argv[2]) as Args;
+  const region = createMigratableRegion(a.size, a.name ?? 'toy.ram');
+  fillPattern(region.view());
+  const out: Record<string, unknown> = { digest: digest(region.view()) };
+  try {
+    out.stats = await migrate(a.uri, {
+      regions: [region], state: Buffer.from(a.state ?? 'hello-state'), background: a.background ?? true, shutTimeoutMs: 20_000,
+    });
+    out.ok = true;
+  } catch (e) {
+    out.ok = false;
+    out.error = (e as Error).message;
+  }
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(0);
+}
+void main();
