@@ -201,4 +201,11 @@ export function writeFileIn(name: string, text: string): string {
   return file;
 }
 
+export function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`bad size "${s}" (e.g. 256M, 1G)`);
+  const mult = { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Math.floor((Number(m[1]) * mult) / 4096) * 4096;
+}
+
 export const ratioText = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) : 'n/a');

@@ -8,17 +8,12 @@
 import { parseArgs } from 'node:util';
 import { createMigratableRegion } from '../../src/source/region.js';
 import { migrate, type MigrationProgress } from '../../src/source/migrate.js';
+import { parseBytes } from './harness.js';
 
-export function pageWord(p: number): number {
+function pageWord(p: number): number {
   return ((Math.imul(p, 0x9e3779b1) + 0x7f4a7c15) | 1) >>> 0;
 }
 
-export function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`bad size "${s}" (e.g. 256M, 1G)`);
-  const mult = { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Math.floor((Number(m[1]) * mult) / 4096) * 4096;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

@@ -10,10 +10,9 @@
 //   node dist/bench/remote/run.js [--reps 3] [--size 256M] [--ondemand-size 1G | --no-ondemand] [--quick]
 import os from 'node:os';
 import {
-  argFlag, argOpt, buildRef, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
+  argFlag, argOpt, buildRef, parseBytes, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
   writeFileIn, writeResult, type Placement,
 } from '../migration/harness.js';
-import { parseBytes } from '../migration/source.js';
 import { histogram } from '../plot.js';
 
 interface LatRun {

@@ -79,6 +79,7 @@ export class SharedStats {
   percentile(p: number): number {
     const n = this.v[F.latCount];
     if (n === 0) return 0;
+    if (p >= 100) return this.v[F.latMaxUs];
     const rank = Math.ceil((p / 100) * n);
     let seen = 0;
     for (let b = 0; b < HIST_BUCKETS; b++) {
