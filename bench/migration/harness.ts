@@ -121,11 +121,28 @@ export interface OursOptions {
   timeoutMs?: number;
 }
 
+export interface PairRun {
+  daemon: any; // the daemon's --stats JSON (null if it wrote none)
+  daemonHwmKiB: number | null;
+  dest: Proc;
+  source: Proc;
+}
+
+export interface PairOptions {
+  placement: Placement;
+  /** Destination process command line, given the daemon's control socket path. */
+  dest: (control: string) => [string, string[]];
+  /** Source process command line, given the daemon's listen URI. */
+  source: (uri: string) => [string, string[]];
+  timeoutMs?: number;
+}
+
 /**
- * One migration through our stack: postcopy-daemon (no --once: it stays up so its VmHWM can be read after the
- * migration), remote_ref attach as the destination process, bench/migration/source.js as the source.
+ * One migration through our stack: postcopy-daemon (no --once: it stays up so its VmHWM can be read once the
+ * migration is over, then it is stopped), a destination process attached to its control socket, a source
+ * connecting to its listen address. Both processes must exit 0.
  */
-export async function runOurs(o: OursOptions): Promise<OursRun> {
+export async function runPair(o: PairOptions): Promise<PairRun> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postcopy-bench-'));
   const control = path.join(dir, 'control.sock');
   const statsFile = path.join(dir, 'stats.json');
@@ -136,13 +153,11 @@ export async function runOurs(o: OursOptions): Promise<OursRun> {
     procs.push(daemon);
     const uri = (await daemon.line(/^listening (tcp:\S+)$/m, 30_000))[1];
     await daemon.line(/^control /m, 30_000);
-    const destArgs = ['attach', '--control', control, '-s', String(o.size), '-o', o.order, '--timeout', String(Math.ceil(timeoutMs / 1000))];
-    if (o.pages) destArgs.push('-n', String(o.pages));
-    const dest = start(refBinary, destArgs, o.placement);
+    const [dcmd, dargs] = o.dest(control);
+    const dest = start(dcmd, dargs, o.placement);
     procs.push(dest);
-    const srcArgs = [sourceScript, '--to', uri, '--size', String(o.size)];
-    if (!o.background) srcArgs.push('-n');
-    const source = start(process.execPath, srcArgs, o.placement);
+    const [scmd, sargs] = o.source(uri);
+    const source = start(scmd, sargs, o.placement);
     procs.push(source);
     const [dc, sc] = await Promise.all([dest.exit(timeoutMs), source.exit(timeoutMs)]);
     if (dc !== 0) throw new Error(`destination failed (${dc}): ${dest.stderr().slice(-1500)} ${dest.stdout().slice(-500)}\ndaemon: ${daemon.stderr().slice(-1500)}`);
@@ -151,17 +166,30 @@ export async function runOurs(o: OursOptions): Promise<OursRun> {
     const daemonHwmKiB = vmHwmKiB(daemon.pid);
     daemon.kill('SIGTERM');
     await daemon.exit(10_000).catch(() => daemon.kill());
-    const destJson = lastJson(dest.stdout());
-    const srcJson = lastJson(source.stdout());
     const daemonJson = fs.existsSync(statsFile) ? JSON.parse(fs.readFileSync(statsFile, 'utf8')) : null;
-    return {
-      daemon: daemonJson, source: srcJson, dest: destJson, daemonHwmKiB,
-      downtimeMs: Number(BigInt(destJson.stateAtNs) - BigInt(srcJson.stopNs)) / 1e6,
-    };
+    return { daemon: daemonJson, daemonHwmKiB, dest, source };
   } finally {
     for (const p of procs) p.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** runPair with remote_ref attach (C toucher) as the destination and bench/migration/source.js as the source. */
+export async function runOurs(o: OursOptions): Promise<OursRun> {
+  const timeoutMs = o.timeoutMs ?? 600_000;
+  const r = await runPair({
+    placement: o.placement,
+    timeoutMs,
+    dest: (control) => [refBinary, ['attach', '--control', control, '-s', String(o.size), '-o', o.order,
+      '--timeout', String(Math.ceil(timeoutMs / 1000)), ...(o.pages ? ['-n', String(o.pages)] : [])]],
+    source: (uri) => [process.execPath, [sourceScript, '--to', uri, '--size', String(o.size), ...(o.background ? [] : ['-n'])]],
+  });
+  const destJson = lastJson(r.dest.stdout());
+  const srcJson = lastJson(r.source.stdout());
+  return {
+    daemon: r.daemon, source: srcJson, dest: destJson, daemonHwmKiB: r.daemonHwmKiB,
+    downtimeMs: Number(BigInt(destJson.stateAtNs) - BigInt(srcJson.stopNs)) / 1e6,
+  };
 }
 
 // ---- statistics and output

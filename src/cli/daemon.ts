@@ -73,9 +73,15 @@ async function main(): Promise<void> {
   if (!values.control) die('--control PATH is required (the Unix socket destination processes connect to)');
   const flags = intOption(values.flags as string | undefined, '--flags', 0);
   const timeout = intOption(values.timeout as string | undefined, '--timeout', 1);
+  // Signals first: a SIGTERM right after "listening" is printed must already stop us cleanly.
+  const abort = new AbortController();
+  const stop = (): void => { abort.abort(); setTimeout(() => process.exit(130), 1000).unref(); };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
   let handle;
   try {
     handle = await startDaemon({
+      signal: abort.signal,
       listen: values.listen as string, control: values.control as string, flags, statsFile: values.stats as string | undefined,
       once: Boolean(values.once), stallTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
       progress: values['no-progress'] ? false : undefined,
@@ -83,9 +89,6 @@ async function main(): Promise<void> {
   } catch (e) {
     die((e as Error).message);
   }
-  const stop = (): void => { handle.stop(); setTimeout(() => process.exit(130), 500).unref(); };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
   process.exitCode = await handle.done;
   // Worker threads and sockets are closed; nothing else should keep us alive, but do not hang if it does.
   setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();

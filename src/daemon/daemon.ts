@@ -57,6 +57,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     throw e;
   }
   const abort = new AbortController();
+  if (opts.signal?.aborted) abort.abort();
   opts.signal?.addEventListener('abort', () => abort.abort(), { once: true });
   out(`listening ${listener.address}`);
   out(`control ${opts.control}`);

@@ -1,14 +1,13 @@
 // Shared by the uffd test files: feature probing for skips, hugetlb availability, the scenarios module path.
+import test, { type ExecutionContext } from 'ava';
 import { Userfaultfd, hugePageInfo, type FeatureName } from '../../src/uffd/index.js';
 
 export const scenarios = new URL('./children/scenarios.js', import.meta.url).href;
 
-let offered: bigint | undefined;
 /** Names among `names` this kernel does not offer (empty = all supported). */
 export function missingFeatures(...names: FeatureName[]): FeatureName[] {
-  offered ??= Userfaultfd.probe().features;
-  const o = offered;
-  return names.filter((n) => !(Userfaultfd.probe().decoded.names.includes(n) && o !== 0n));
+  const offered = Userfaultfd.probe().decoded.names;
+  return names.filter((n) => !offered.includes(n));
 }
 
 /** Why hugetlb tests cannot run here, or undefined when 2 MiB pages are reserved. */
@@ -19,7 +18,6 @@ export function hugetlbUnavailable(pagesNeeded = 4): string | undefined {
   return undefined;
 }
 
-import test, { type ExecutionContext } from 'ava';
 
 /** Register an ava test that needs kernel features (or a precondition); skipped with the reason in its title otherwise. */
 export function testNeeding(title: string, needs: { features?: FeatureName[]; reason?: string | undefined },
