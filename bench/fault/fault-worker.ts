@@ -2,7 +2,7 @@
 // poll([uffd, stop eventfd]) -> read up to 64 messages -> UFFDIO_COPY each page, allocation-free.
 // workerData: { uffdFd, stopFd, pageSize, fill: 'constant' | 'generator', seed }. Posts { served, reads, eexist } when stopped.
 import { parentPort, workerData } from 'node:worker_threads';
-import { Userfaultfd, UffdEventReader, Poller, UFFD_EVENT_PAGEFAULT, addressOf } from '../../src/uffd/index.js';
+import { Userfaultfd, UffdEventReader, Poller, UFFD_EVENT_PAGEFAULT, addressOf, setNonBlocking } from '../../src/uffd/index.js';
 
 export interface FaultWorkerData {
   uffdFd: number;
@@ -28,6 +28,7 @@ export function fillPage(page: Uint8Array, index: number): void {
 const EEXIST = 17;
 
 function serve(d: FaultWorkerData): FaultWorkerStats {
+  setNonBlocking(d.uffdFd); // poll() on a blocking uffd always says POLLERR, and read() would block the stop
   const uffd = Userfaultfd.fromFd(d.uffdFd, 0n);
   const reader = new UffdEventReader(d.uffdFd, 64);
   const poller = new Poller([d.uffdFd, d.stopFd]);

@@ -118,6 +118,8 @@ export interface OursOptions {
   order: 'seq' | 'rand' | 'none';
   /** Pages the destination touches (default: all). */
   pages?: number;
+  /** Sample pages present in the destination every N ms (for plots only: it costs CPU). */
+  sampleMs?: number;
   timeoutMs?: number;
 }
 
@@ -181,7 +183,8 @@ export async function runOurs(o: OursOptions): Promise<OursRun> {
     placement: o.placement,
     timeoutMs,
     dest: (control) => [refBinary, ['attach', '--control', control, '-s', String(o.size), '-o', o.order,
-      '--timeout', String(Math.ceil(timeoutMs / 1000)), ...(o.pages ? ['-n', String(o.pages)] : [])]],
+      '--timeout', String(Math.ceil(timeoutMs / 1000)), ...(o.pages ? ['-n', String(o.pages)] : []),
+      ...(o.sampleMs ? ['--sample-ms', String(o.sampleMs)] : [])]],
     source: (uri) => [process.execPath, [sourceScript, '--to', uri, '--size', String(o.size), ...(o.background ? [] : ['-n'])]],
   });
   const destJson = lastJson(r.dest.stdout());
@@ -234,6 +237,13 @@ export function parseBytes(s: string): number {
   if (!m) throw new Error(`bad size "${s}" (e.g. 256M, 1G)`);
   const mult = { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
   return Math.floor((Number(m[1]) * mult) / 4096) * 4096;
+}
+
+/** Element-wise sum of histograms of different lengths. */
+export function sumHists(hs: number[][]): number[] {
+  const out: number[] = [];
+  for (const h of hs) h.forEach((c, i) => { out[i] = (out[i] ?? 0) + c; });
+  return Array.from(out, (x) => x ?? 0);
 }
 
 export const ratioText = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) : 'n/a');

@@ -37,9 +37,9 @@ async function main(): Promise<void> {
     for (let i = 0, p = first; i < w.length; i += 1024, p++) w[i] = pageWord(p);
   }
   let stopNs = 0n;
-  const timeline: number[][] = []; // [ms since RUN-ish (first sample), pagesSent, pagesUrgent]
+  const timeline: number[][] = []; // [ms since migrate() was called, pagesSent, pagesUrgent]
   const onProgress = (p: MigrationProgress): void => { timeline.push([Math.round(p.elapsedMs * 10) / 10, p.pagesSent, p.pagesUrgent]); };
-  process.stdout.write(`ready ${size}\n`);
+  const enterNs = process.hrtime.bigint(); // timeline x = elapsedMs since here (monotonic, like the destination's)
   const stats = await migrate(values.to, {
     regions: [region],
     state: () => { stopNs = process.hrtime.bigint(); return Buffer.from('bench-state'); },
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     onProgress,
     progressIntervalMs: Number(values['progress-ms']),
   });
-  process.stdout.write(JSON.stringify({ role: 'source', size, stopNs: stopNs.toString(), stats, timeline }) + '\n');
+  process.stdout.write(JSON.stringify({ role: 'source', size, enterNs: enterNs.toString(), stopNs: stopNs.toString(), stats, timeline }) + '\n');
   region.close();
 }
 

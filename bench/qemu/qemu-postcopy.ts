@@ -147,7 +147,8 @@ export async function runQemuPostcopy(opts: { memMiB?: number; reps?: number; lo
       } catch { sumsMatch = null; }
       const ram = info.ram ?? {};
       const r: QemuRun = {
-        rep, status: info.status, totalTimeMs: info['total-time'], downtimeMs: info.downtime ?? null, setupTimeMs: info['setup-time'] ?? null,
+        rep, status: info.status, totalTimeMs: info['total-time'], // QEMU 7.2 sometimes reports the host uptime as the downtime of an immediate postcopy (qemu-criu.md §1b)
+        downtimeMs: typeof info.downtime === 'number' && info.downtime <= info['total-time'] ? info.downtime : null, setupTimeMs: info['setup-time'] ?? null,
         transferredBytes: ram.transferred ?? null, mbps: ram.mbps ?? null, postcopyRequests: ram['postcopy-requests'] ?? null,
         dstBlocktimeMs: dinfo['postcopy-blocktime'] ?? null, wallMs, guestSumsMatch: sumsMatch,
       };

@@ -5,7 +5,8 @@
  *   remote_ref src    -p PORT -s BYTES          serve 4 KiB pages of a memory image over TCP: request = be64
  *                                               byte offset, reply = the 4096 bytes. Prints "listening PORT".
  *   remote_ref dst    -p PORT -s BYTES [-n PAGES] [-o seq|rand]
- *                                               C destination: anonymous region registered MISSING, a handler
+ *                                               C destination: memfd region (MAP_SHARED, like the daemon's
+ *                                               destination processes) registered MISSING, a handler
  *                                               thread (blocking read of the uffd, request, recv, UFFDIO_COPY)
  *                                               and a toucher (main thread) timing every first touch.
  *   remote_ref attach --control PATH -s BYTES [-n PAGES] [-o seq|rand|none]
@@ -165,7 +166,7 @@ struct opts {
   int port;
   uint64_t size, pages;
   const char *order, *control;
-  int timeout_s;
+  int timeout_s, sample_ms;
 };
 
 static uint64_t parse_size(const char *s) {
@@ -187,6 +188,7 @@ static struct opts parse(int argc, char **argv) {
     else if (!strcmp(a, "-o")) o.order = v, i++;
     else if (!strcmp(a, "--control")) o.control = v, i++;
     else if (!strcmp(a, "--timeout")) o.timeout_s = atoi(v), i++;
+    else if (!strcmp(a, "--sample-ms")) o.sample_ms = atoi(v), i++;
     else { fprintf(stderr, "remote_ref: unknown option %s\n", a); exit(2); }
   }
   if (o.size < PAGE) { fprintf(stderr, "remote_ref: -s too small\n"); exit(2); }
@@ -288,10 +290,13 @@ static void *handler_main(void *arg) {
 }
 
 static int run_dst(const struct opts *o) {
-  uint8_t *mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  /* the same memory as the daemon's destination processes: a memfd mapped shared, MISSING on shmem */
+  int memfd = memfd_create("bench.ram", MFD_CLOEXEC);
+  if (memfd < 0 || ftruncate(memfd, (off_t)o->size) < 0) die("memfd");
+  uint8_t *mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (mem == MAP_FAILED) die("mmap");
   struct handler *h = calloc(1, sizeof *h);
-  h->uffd = open_uffd(0, 0);
+  h->uffd = open_uffd(UFFD_FEATURE_MISSING_SHMEM, 0);
   register_missing(h->uffd, mem, o->size);
   h->base = mem;
   h->sock = connect_tcp(o->port);
@@ -364,6 +369,32 @@ static void reader_skip(struct reader *r, size_t want, uint64_t deadline_ns) {
   }
 }
 
+/* Optional sampler for the plots: pages resident in the destination mapping over time (mincore on the
+   shared memfd mapping sees pages placed by UFFDIO_COPY), until all are present. */
+struct sampler {
+  uint8_t *mem;
+  uint64_t size;
+  int interval_ms;
+  volatile int stop;
+  uint64_t n, cap;
+  uint64_t *t_ns, *present;
+};
+
+static void *sampler_main(void *arg) {
+  struct sampler *s = arg;
+  uint64_t pages = s->size / PAGE;
+  unsigned char *vec = malloc(pages);
+  while (!s->stop && s->n < s->cap) {
+    uint64_t cnt = 0;
+    if (mincore(s->mem, s->size, vec) == 0) for (uint64_t i = 0; i < pages; i++) cnt += vec[i] & 1;
+    s->t_ns[s->n] = now_ns(), s->present[s->n] = cnt, s->n++;
+    if (cnt == pages) break;
+    usleep((useconds_t)s->interval_ms * 1000);
+  }
+  free(vec);
+  return NULL;
+}
+
 static int run_attach(const struct opts *o) {
   if (!o->control) { fprintf(stderr, "remote_ref: attach needs --control PATH\n"); return 2; }
   int memfd = memfd_create("bench.ram", MFD_CLOEXEC);
@@ -410,6 +441,13 @@ static int run_attach(const struct opts *o) {
   size_t blen = lp ? strtoull(lp + 9, NULL, 10) : 0;
   reader_skip(&r, blen, deadline);
   uint64_t t_state = now_ns(); /* the process runs from here */
+  static struct sampler smp;
+  pthread_t sth;
+  if (o->sample_ms > 0) {
+    smp = (struct sampler){ .mem = mem, .size = o->size, .interval_ms = o->sample_ms, .cap = 100000 };
+    smp.t_ns = calloc(smp.cap, 8), smp.present = calloc(smp.cap, 8);
+    if (pthread_create(&sth, NULL, sampler_main, &smp)) die("pthread_create");
+  }
 
   uint64_t bad = 0, touched = 0;
   uint64_t t0 = now_ns();
@@ -422,6 +460,7 @@ static int run_attach(const struct opts *o) {
     if (strstr(line, "\"type\":\"error\"")) { fprintf(stderr, "remote_ref: daemon error: %s\n", line); break; }
   }
   uint64_t t_complete = now_ns();
+  if (o->sample_ms > 0) smp.stop = 1, pthread_join(sth, NULL);
   /* after completion the range is unregistered: verify every page (no faults any more) */
   uint64_t wrong = 0;
   if (complete) for (uint64_t p = 0; p < o->size / PAGE; p++) wrong += *(uint32_t *)(mem + p * PAGE) != page_word(p);
@@ -431,6 +470,11 @@ static int run_attach(const struct opts *o) {
          (double)(t_touched - t0) / 1e6, (double)(t_complete - t_touched) / 1e6, (double)(t_complete - t_state) / 1e6,
          (unsigned long long)bad, (unsigned long long)wrong);
   lat_json(&touch, "touchUs", 1);
+  if (o->sample_ms > 0) {
+    printf(",\"presentTimeline\":[");
+    for (uint64_t i = 0; i < smp.n; i++) printf("%s[%llu,%llu]", i ? "," : "", (unsigned long long)smp.t_ns[i], (unsigned long long)smp.present[i]);
+    printf("]");
+  }
   printf("}\n");
   fflush(stdout);
   return complete && !bad && !wrong ? 0 : 1;

@@ -10,7 +10,7 @@
 //   node dist/bench/remote/run.js [--reps 3] [--size 256M] [--ondemand-size 1G | --no-ondemand] [--quick]
 import os from 'node:os';
 import {
-  argFlag, argOpt, buildRef, parseBytes, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
+  argFlag, argOpt, buildRef, sumHists, parseBytes, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
   writeFileIn, writeResult, type Placement,
 } from '../migration/harness.js';
 import { histogram } from '../plot.js';
@@ -55,11 +55,6 @@ async function runOursLat(size: number, placement: Placement): Promise<LatRun> {
   };
 }
 
-const sumHists = (hs: number[][]): number[] => {
-  const out: number[] = [];
-  for (const h of hs) h.forEach((c, i) => { out[i] = (out[i] ?? 0) + c; });
-  return Array.from(out, (x) => x ?? 0);
-};
 
 async function main(): Promise<void> {
   const quick = argFlag('--quick');

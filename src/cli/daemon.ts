@@ -75,7 +75,8 @@ async function main(): Promise<void> {
   const timeout = intOption(values.timeout as string | undefined, '--timeout', 1);
   // Signals first: a SIGTERM right after "listening" is printed must already stop us cleanly.
   const abort = new AbortController();
-  const stop = (): void => { abort.abort(); setTimeout(() => process.exit(130), 1000).unref(); };
+  // A migration in progress fails cleanly (process told + stopped, source told); give it a few seconds.
+  const stop = (): void => { abort.abort(); setTimeout(() => process.exit(130), 8000).unref(); };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   let handle;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // postcopy-inspect: summarise a QEMU-format migration stream (or a captured return path), optionally
 // extracting the final content of every RAM block.
-import { closeSync, mkdirSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import createDebug from 'debug';
@@ -29,11 +29,13 @@ pages vs headers).
   --hugetlb-blocks LIST  comma-separated blocks whose MEM_SIZE entry carries a page size
                          (default: detected after POSTCOPY_ADVISE)
   --ignore-shared        MEM_SIZE entries carry a guest address (x-ignore-shared)
+  --max-block-bytes N    refuse to extract a block larger than N bytes (default 16 GiB)
   -h, --help             this text
 
 Exit status: 0 ok, 1 malformed or unreadable input (one line on stderr; DEBUG=1 adds the stack), 2 usage.`;
 
 const READ_CHUNK = 1024 * 1024;
+const DEFAULT_MAX_BLOCK = 16 * 1024 ** 3;
 
 /** Feeds a file to `push` in bounded chunks (a stream is never read into memory whole). */
 function feedFile(file: string, push: (chunk: Uint8Array) => void): number {
@@ -58,7 +60,26 @@ export function extractFileName(idstr: string): string {
   return `${idstr.replace(/\//g, '_')}.bin`;
 }
 
-function inspectStream(file: string, opts: DecoderOptions, extractDir?: string): { summary: StreamSummary; extracted: string[] } {
+/**
+ * Writes a block's final content page by page into a sparse file: memory stays bounded whatever
+ * length a MEM_SIZE record claims, and pages never received stay holes (they read as zero).
+ */
+function writeBlockFile(image: RamImage, idstr: string, length: number, out: string, maxBytes: number): void {
+  if (length > maxBytes) {
+    throw new Error(`block ${JSON.stringify(idstr)} claims ${length} bytes, over --max-block-bytes ${maxBytes}`);
+  }
+  const fd = openSync(out, 'w');
+  try {
+    ftruncateSync(fd, length);
+    for (let off = 0; off < length; off += image.pageSize) {
+      if (image.isReceived(idstr, off)) writeSync(fd, image.readPage(idstr, off), 0, image.pageSize, off);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function inspectStream(file: string, opts: DecoderOptions, extractDir?: string, maxBlockBytes = DEFAULT_MAX_BLOCK): { summary: StreamSummary; extracted: string[] } {
   const decoder = new StreamDecoder(opts);
   const summarizer = new StreamSummarizer();
   const image = extractDir !== undefined ? new RamImage({ targetPageSize: opts.targetPageSize }) : undefined;
@@ -75,7 +96,7 @@ function inspectStream(file: string, opts: DecoderOptions, extractDir?: string):
     mkdirSync(extractDir, { recursive: true });
     for (const b of image.blocks) {
       const out = path.join(extractDir, extractFileName(b.idstr));
-      writeFileSync(out, image.content(b.idstr));
+      writeBlockFile(image, b.idstr, b.usedLength, out, maxBlockBytes);
       extracted.push(out);
       log('extracted %s (%d bytes) to %s', b.idstr, b.usedLength, out);
     }
@@ -105,6 +126,7 @@ export function main(argv: string[]): number {
         'return-path': { type: 'string' },
         'hugetlb-blocks': { type: 'string' },
         'ignore-shared': { type: 'boolean', default: false },
+        'max-block-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -132,7 +154,9 @@ export function main(argv: string[]): number {
     const text: string[] = [];
     if (file !== undefined) {
       current = file;
-      const { summary, extracted } = inspectStream(file, opts, values.extract);
+      const maxBlock = values['max-block-bytes'] !== undefined ? Number(values['max-block-bytes']) : DEFAULT_MAX_BLOCK;
+      if (!Number.isSafeInteger(maxBlock) || maxBlock < 0) throw new UsageError(`--max-block-bytes: not a byte count: ${values['max-block-bytes']}`);
+      const { summary, extracted } = inspectStream(file, opts, values.extract, maxBlock);
       result.stream = summary;
       text.push(formatStreamSummary(file, summary));
       if (values.extract !== undefined) {

@@ -63,6 +63,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   out(`control ${opts.control}`);
   const showProgress = opts.progress ?? Boolean(process.stderr.isTTY);
 
+  // If the daemon itself crashes mid-migration, the attached process must not wait forever on a fault
+  // (nor run on zero-filled pages): stop it before dying.
+  let current: ControlClient | null = null;
+  const onCrash = (e: unknown): void => {
+    err(`postcopy-daemon: internal error: ${(e as Error)?.stack ?? String(e)}`);
+    if (current) { void current.sendError(`postcopy-daemon crashed: ${(e as Error)?.message ?? String(e)}`); current.kill(); }
+    process.exit(70);
+  };
+  process.once('uncaughtException', onCrash);
+  process.once('unhandledRejection', onCrash);
+
   const loop = async (): Promise<number> => {
     let failures = 0;
     let workers: WorkerPair | null = spawnWorkerPair();
@@ -86,8 +97,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         let bar: cliProgress.SingleBar | null = null;
         const pair = workers ?? spawnWorkerPair();
         workers = null;
+        current = client;
         const result: SessionResult = await runSession(client, ch, {
-          workers: pair, flags: opts.flags, stallTimeoutMs: opts.stallTimeoutMs, urgentWaitMs: opts.urgentWaitMs,
+          workers: pair, flags: opts.flags, signal: abort.signal, stallTimeoutMs: opts.stallTimeoutMs, urgentWaitMs: opts.urgentWaitMs,
           onProgress: showProgress ? (present, total, s) => {
             if (!bar) {
               bar = new cliProgress.SingleBar({
@@ -99,6 +111,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
             bar.update(present, { od: s.v[F.pagesOnDemand], mb: ((s.v[F.bytesMain] + s.v[F.bytesUrgent]) / 1048576).toFixed(0) });
           } : undefined,
         });
+        current = null;
         if (bar) { (bar as cliProgress.SingleBar).stop(); }
         out(formatSummary(result.stats));
         if (!result.ok) {
@@ -116,6 +129,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       control.close();
       if (workers) { await workers.fault.terminate(); await workers.stream.terminate(); }
     }
+    process.off('uncaughtException', onCrash);
+    process.off('unhandledRejection', onCrash);
     log('daemon loop ended (%d failures)', failures);
     return failures ? 1 : 0;
   };

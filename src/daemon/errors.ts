@@ -9,6 +9,7 @@ export type DaemonErrorCode =
   | 'PROTOCOL' // bad stream from the source (wraps ProtocolError)
   | 'PLACE_FAILED' // a uffd ioctl failed for a reason other than EEXIST/EAGAIN
   | 'STALLED'
+  | 'STOPPED' // the daemon was told to stop (SIGINT/SIGTERM) mid-migration
   | 'INTERNAL';
 
 export class DaemonError extends Error {

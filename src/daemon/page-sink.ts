@@ -12,6 +12,7 @@ import type { WireMap } from './regions.js';
 
 const KIND_PAGE = 0;
 const KIND_ZERO = 1;
+const ZERO_MERGE_MAX = 8;
 const ESRCH = 3;
 const ENOMEM = 12;
 
@@ -34,6 +35,9 @@ export class PageSink {
   private runStart = -1;
   private runCount = 0;
   private runKind = KIND_PAGE;
+  /** Zero pages at the end of the current data run (merged into it), and in it overall. */
+  private zeroTail = 0;
+  private zeroInRun = 0;
   private readonly placedField: number;
   private readonly pagesField: number;
   private readonly zeroField: number;
@@ -87,6 +91,26 @@ export class PageSink {
     if (data !== undefined && data.length !== this.ps) {
       throw new ProtocolError('BAD_LENGTH', `page payload of ${data.length} bytes`, { offset: rec.offset, context: 'ram record PAGE', expected: `${this.ps} bytes` });
     }
+    // An isolated zero page inside a run of data pages is cheaper copied (4 KiB memset + part of one
+    // UFFDIO_COPY) than split out (two extra ioctls); longer zero stretches still go as UFFDIO_ZEROPAGE.
+    if (kind === KIND_ZERO && this.runCount > 0 && this.runKind === KIND_PAGE && page === this.runStart + this.runCount &&
+        this.runCount < this.stagingPages && this.zeroTail < ZERO_MERGE_MAX) {
+      const at = this.runCount * this.ps;
+      this.staging.fill(0, at, at + this.ps);
+      this.runCount++;
+      this.zeroTail++;
+      this.zeroInRun++;
+      return true;
+    }
+    if (kind === KIND_ZERO && this.zeroTail >= ZERO_MERGE_MAX && page === this.runStart + this.runCount) {
+      // The zero stretch got long: give its pages back to a zero run.
+      const tail = this.zeroTail;
+      this.runCount -= tail;
+      this.zeroInRun -= tail;
+      this.flush();
+      this.runStart = page - tail; this.runKind = KIND_ZERO; this.runCount = tail;
+    }
+    if (kind === KIND_PAGE) this.zeroTail = 0;
     if (this.runCount > 0 && (kind !== this.runKind || page !== this.runStart + this.runCount || this.runCount === this.stagingPages)) this.flush();
     if (this.runCount === 0) { this.runStart = page; this.runKind = kind; }
     if (kind === KIND_PAGE) {
@@ -103,11 +127,15 @@ export class PageSink {
     const n = this.runCount;
     if (n === 0) return;
     const first = this.runStart;
+    const zerosInside = this.zeroInRun;
     this.runCount = 0;
+    this.zeroTail = 0;
+    this.zeroInRun = 0;
     let placed: number;
     if (this.runKind === KIND_PAGE) {
       placed = this.device.placeFromAddressRaw(first, n, this.stagingAddr);
       if (placed < 0) throw placementError(-placed, first);
+      this.stats.v[this.zeroField] += Math.min(zerosInside, placed);
     } else {
       try {
         placed = this.device.placeZero(first, n).placed;

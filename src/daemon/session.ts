@@ -31,6 +31,8 @@ export interface SessionOptions {
   onProgress?: (present: number, total: number, s: SharedStats) => void;
   /** Workers started ahead of time (spawnWorkerPair()); started here when absent. */
   workers?: WorkerPair;
+  /** Abort = stop the daemon: the migration fails (the process cannot run without its pages). */
+  signal?: AbortSignal;
 }
 
 export interface SessionResult {
@@ -129,6 +131,10 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     Atomics.notify(stats.cells, C.blocksBound);
   };
 
+  if (!client.alive) fail(new DaemonError('PROCESS_DIED', `destination process ${client.pid || '?'} exited before the source connected`));
+  const onAbort = (): void => fail(new DaemonError('STOPPED', 'postcopy-daemon was stopped (signal) mid-migration'));
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
   client.onExit((why) => fail(new DaemonError('PROCESS_DIED', `${why} mid-migration (${stats.present} of ${total} pages present)`)));
 
   // The stream worker reads its own dup of the main fd so closing one side never races the other.
@@ -161,6 +167,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
 
   const result = await ended;
   clearInterval(timer);
+  opts.signal?.removeEventListener('abort', onAbort);
   const totalTimeMs = (tComplete ?? performance.now()) - t0;
   const sendReturn = (msg: Buffer): void => { sendAll(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
 

@@ -52,3 +52,34 @@ test.serial('tcp, missing mode (UFFDIO_COPY), random touches, 32 MiB', (t) => mi
 test.serial('tcp, minor mode (memfd + UFFDIO_CONTINUE), sequential touches, 32 MiB', (t) => migration(t, { size: 32 * MiB, mode: 'minor', order: 'seq', transport: 'tcp' }));
 test.serial('unix transport, missing mode, 16 MiB', (t) => migration(t, { size: 16 * MiB, mode: 'missing', order: 'random', transport: 'unix' }));
 test.serial('exec: transport (single channel: requests inline on the return path), 16 MiB', (t) => migration(t, { size: 16 * MiB, mode: 'missing', order: 'random', transport: 'exec' }));
+
+test.serial('a Firecracker-style client (bare region array, uffd only, unnamed region) is served', async (t) => {
+  const { runChild } = await import('../helpers/child.js');
+  const size = 8 * MiB;
+  const d = await startDaemon();
+  const dest = runChild({ script: CHILD('dest-firecracker'), args: { control: d.control, size }, timeoutMs: 60_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  const [src, dst, dex] = await Promise.all([runSource({ uri: `tcp:127.0.0.1:${d.port}`, size }), dest, d.exited]);
+  t.true(src.ok && dst.ok, `${src.summary} / ${dst.summary}`);
+  t.is(dex.code, 0, d.stderr());
+  const r = lastJson(dst.stdout);
+  t.true(r.ok, r.error);
+  t.is(r.digest, lastJson(src.stdout).digest);
+});
+
+test.serial('without --once the daemon serves migrations one after another, then stops on SIGTERM', async (t) => {
+  const size = 8 * MiB;
+  const d = await startDaemon({ args: [] });
+  for (let i = 0; i < 2; i++) {
+    const dest = runDest({ control: d.control, size, mode: i ? 'minor' : 'missing', order: 'random' });
+    await new Promise((r) => setTimeout(r, 300));
+    const [src, dst] = await Promise.all([runSource({ uri: `tcp:127.0.0.1:${d.port}`, size }), dest]);
+    t.true(src.ok && dst.ok, `${src.summary} / ${dst.summary}`);
+    t.is(lastJson(dst.stdout).digest, lastJson(src.stdout).digest, `migration ${i + 1}`);
+  }
+  t.is((d.stdout().match(/migration complete/g) ?? []).length, 2);
+  d.child.kill('SIGTERM');
+  const x = await d.exited;
+  t.false(x.timedOut);
+  t.is(x.code, 0);
+});

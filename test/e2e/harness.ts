@@ -156,7 +156,7 @@ export async function startDaemon(scope: Scope, listen: string, opts: { wrap?: s
   const statsFile = path.join(scope.dir, 'stats.json');
   const args = ['--listen', listen, '--control', control, '--stats', statsFile, '--no-progress', '--timeout', String(opts.timeoutSec ?? 20), ...(opts.once === false ? [] : ['--once']), ...(opts.extra ?? [])];
   const proc = scope.node('daemon', DAEMON, args, opts.wrap);
-  const m = await proc.waitFor(/^listening (\S+)$/m, 15_000, 'stdout');
+  const m = await proc.waitFor(/^listening (.+)$/m, 15_000, 'stdout');
   await proc.waitFor(/^control /m, 5_000, 'stdout');
   return { proc, address: m[1], control, statsFile };
 }
@@ -224,7 +224,8 @@ export interface MigrationResult {
   ms: number;
 }
 
-export async function runMigration(scope: Scope, spec: MigrationSpec): Promise<MigrationResult> {
+/** Run one migration; `existing` reuses a daemon already started (its listen address must be tcp/unix). */
+export async function runMigration(scope: Scope, spec: MigrationSpec, existing?: DaemonRun): Promise<MigrationResult> {
   const size = spec.size ?? 64 * MiB;
   const seed = spec.seed ?? 1;
   const timeout = spec.timeoutMs ?? 45_000;
@@ -234,7 +235,7 @@ export async function runMigration(scope: Scope, spec: MigrationSpec): Promise<M
   const listen = spec.transport === 'unix' ? `unix:${path.join(scope.dir, 'migration.sock')}`
     : spec.transport === 'exec' ? `exec:${process.execPath} ${RELAY} listen ${relaySock}`
     : `tcp:${host}:0`;
-  const daemon = await startDaemon(scope, listen, { wrap: spec.netns?.daemonWrap });
+  const daemon = existing ?? await startDaemon(scope, listen, { wrap: spec.netns?.daemonWrap });
   let to: string;
   if (spec.transport === 'exec') to = `exec:${process.execPath} ${RELAY} connect ${relaySock}`;
   else if (spec.transport === 'exec-source') {

@@ -10,9 +10,10 @@ import path from 'node:path';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
-/** Absolute path of qemu-system-x86_64 on PATH, or undefined. */
+/** Absolute path of qemu-system-x86_64 ($QEMU if set, like tools/qemu/make-fixtures.sh, else PATH), or undefined. */
 export function findQemu(): string | undefined {
-  const r = spawnSync('sh', ['-c', `command -v ${QEMU_BINARY}`], { encoding: 'utf8' });
+  const wanted = process.env.QEMU || QEMU_BINARY;
+  const r = spawnSync('sh', ['-c', 'command -v "$1"', 'sh', wanted], { encoding: 'utf8' });
   const p = r.status === 0 ? r.stdout.trim() : '';
   return p.length > 0 ? p : undefined;
 }
@@ -151,7 +152,7 @@ export interface IncomingResult {
  */
 export async function loadStreamInQemu(opts: IncomingOptions): Promise<IncomingResult> {
   const qemu = findQemu();
-  if (!qemu) throw new Error(`${QEMU_BINARY} not found on PATH`);
+  if (!qemu) throw new Error(`${process.env.QEMU || QEMU_BINARY} not found`);
   const memBytes = opts.memBytes ?? 64 * 1024 * 1024;
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { StreamEncoder } from '../../src/protocol/index.js';
 import { fixturePath, fixturesMissing, readFixture, readPmem, FIXTURES } from '../helpers/fixtures.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/inspect.js', import.meta.url));
@@ -40,6 +41,29 @@ test('a missing file is one line on stderr and exit 1', (t) => {
   t.is(r.status, 1);
   t.is(r.stderr.trim().split('\n').length, 1);
   t.regex(r.stderr, /ENOENT|no such file/i);
+});
+
+test('--extract refuses a block larger than --max-block-bytes (a MEM_SIZE claiming 1 TiB)', (t) => {
+  const dir = tempDir(t);
+  const enc = new StreamEncoder();
+  const stream = Buffer.concat([
+    enc.header(), enc.configuration('pc-i440fx-7.2'), enc.section('start', 2, 'ram', 0, 4),
+    enc.ram.memSize([{ idstr: 'small', usedLength: 8192 }, { idstr: 'huge', usedLength: 2 ** 40 }]),
+    enc.ram.eos(), enc.footer(2), enc.section('end', 2), ...enc.ram.page('small', 4096, new Uint8Array(4096).fill(7)),
+    enc.ram.eos(), enc.footer(2), enc.eof(),
+  ]);
+  const file = path.join(dir, 'huge.mig');
+  writeFileSync(file, stream);
+  const summary = run(['--json', file]);
+  t.is(summary.status, 0, summary.stderr);
+  const r = run(['--extract', path.join(dir, 'out'), file]);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /claims 1099511627776 bytes, over --max-block-bytes/);
+  t.is(r.stderr.trim().split('\n').length, 1);
+  // The small block was written before the refusal, sparse where nothing was sent.
+  const small = readFileSync(path.join(dir, 'out', 'small.bin'));
+  t.is(small.length, 8192);
+  t.true(small.subarray(0, 4096).every((b) => b === 0) && small.subarray(4096).every((b) => b === 7));
 });
 
 const missing = fixturesMissing();

@@ -4,7 +4,7 @@
 import { prepareDestRegion, attachToDaemon } from '../../../src/dest/attach.js';
 import { digest } from './pattern.js';
 
-interface Args { control: string; size: number; mode: 'missing' | 'minor'; order: 'seq' | 'random'; name?: string }
+interface Args { control: string; size: number; mode: 'missing' | 'minor'; order: 'seq' | 'random' | 'after'; name?: string }
 
 async function main(): Promise<void> {
   const a = JSON.parse(process.argv[2]) as Args;
@@ -16,10 +16,12 @@ async function main(): Promise<void> {
   try {
     const state = await att.state;
     out.state = state.toString('utf8');
+    // 'after': touch nothing until the daemon reports completion (pure background transfer).
+    if (a.order === 'after') out.stats = await att.done;
     const t0 = performance.now();
-    out.digest = digest(dest.region.view(), a.order);
+    out.digest = digest(dest.region.view(), a.order === 'after' ? 'seq' : a.order);
     out.touchMs = performance.now() - t0;
-    out.stats = await att.done;
+    if (a.order !== 'after') out.stats = await att.done;
     out.ok = true;
   } catch (e) {
     out.ok = false;
