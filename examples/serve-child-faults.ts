@@ -48,7 +48,9 @@ async function server(pages: number): Promise<void> {
   const listener = FdServer.listen(socketPath, { replace: true });
   const self = fileURLToPath(import.meta.url);
   const kid = spawn(process.execPath, [self, '--child', socketPath, '--pages', String(pages)], { stdio: 'inherit' });
-  const killer = setTimeout(() => { console.error('child did not finish in 60 s'); kid.kill('SIGKILL'); process.exit(1); }, 60_000);
+  const exited = new Promise<number | null>((resolve) => kid.once('exit', (code) => resolve(code)));
+  // A child that never finishes is killed; its socket then closes and recv() below fails with EOF.
+  const killer = setTimeout(() => { console.error('child did not finish in 60 s: killing it'); kid.kill('SIGKILL'); }, 60_000);
 
   const chan = await listener.accept({ timeoutMs: 10_000 });
   const { fds: [uffdFd], payload } = await chan.recv({ timeoutMs: 10_000 });
@@ -61,10 +63,14 @@ async function server(pages: number): Promise<void> {
   const worker = new Worker(new URL('../bench/fault/fault-worker.js', import.meta.url), { workerData: data });
   const stats = new Promise<FaultWorkerStats>((resolve) => worker.on('message', (m) => m.stats && resolve(m.stats)));
 
-  const report = (await chan.recv({ timeoutMs: 60_000 })).payload as { sum: number; ms: number };
-  eventfdWrite(stopFd);
+  let report: { sum: number; ms: number };
+  try {
+    report = (await chan.recv()).payload as { sum: number; ms: number };
+  } finally {
+    eventfdWrite(stopFd); // always stop the worker: a thread left in poll() would keep the process from exiting
+    clearTimeout(killer);
+  }
   const s = await stats;
-  clearTimeout(killer);
 
   let expected = 0;
   const page = new Uint8Array(region.page_size);
@@ -75,8 +81,8 @@ async function server(pages: number): Promise<void> {
   console.log(`checksum child 0x${report.sum.toString(16)} expected 0x${expected.toString(16)}: ${ok ? 'OK' : 'MISMATCH'}`);
   chan.close(); listener.close();
   await worker.terminate();
-  await new Promise((resolve) => kid.once('exit', resolve));
-  process.exitCode = ok && kid.exitCode === 0 ? 0 : 1;
+  const code = await exited;
+  process.exitCode = ok && code === 0 ? 0 : 1;
 }
 
 const argv = process.argv.slice(2);

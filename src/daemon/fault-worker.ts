@@ -7,7 +7,7 @@ import { parentPort, workerData, receiveMessageOnPort } from 'node:worker_thread
 import { performance } from 'node:perf_hooks';
 import { UmemDevice, PAGE_PRESENT } from '../umem-compat/index.js';
 import { RamRecordDecoder, type RamRecord } from '../protocol/index.js';
-import { Poller } from '../uffd/events.js';
+import { Poller, eventfdRead } from '../uffd/events.js';
 import { addressOf } from '../uffd/memory.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
@@ -49,7 +49,8 @@ export function runFaultWorker(d: FaultWorkerData): void {
   let urgentFd = d.urgentFd;
   if (urgentFd >= 0) setBlocking(urgentFd, true);
   if (d.requestFd >= 0) setBlocking(d.requestFd, true);
-  const makePoller = (): Poller => new Poller(urgentFd >= 0 ? [d.uffd, d.stopFd, urgentFd] : [d.uffd, d.stopFd]);
+  // [uffd, stop, nudge (pages placed by the stream worker while faults wait), urgent socket]
+  const makePoller = (): Poller => new Poller(urgentFd >= 0 ? [d.uffd, d.stopFd, d.nudgeFd, urgentFd] : [d.uffd, d.stopFd, d.nudgeFd]);
   let poller = makePoller();
   const decoder = new RamRecordDecoder({ targetPageSize: ps });
   const recvBuf = Buffer.allocUnsafeSlow(URGENT_RECV_BYTES);
@@ -100,6 +101,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
         outPage[k] = outPage[outN]; outT0[k] = outT0[outN]; outWall[k] = outWall[outN];
       }
     }
+    Atomics.store(stats.cells, C.outstanding, outN);
     if (outN === 0) {
       v[F.blockedUs] += (now - blockedSince) * 1000;
       v[F.oldestOutstandingMs] = 0;
@@ -111,8 +113,9 @@ export function runFaultWorker(d: FaultWorkerData): void {
   };
 
   for (;;) {
-    poller.wait(outN > 0 ? 1 : -1);
+    poller.wait(outN > 0 ? 20 : -1);
     if (poller.ready(1)) break; // stop eventfd
+    if (poller.ready(2)) eventfdRead(d.nudgeFd);
     // 1. faults
     let n: number;
     let nreq = 0;
@@ -133,6 +136,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
           if (outN === 0) blockedSince = now;
           outPage[outN] = page; outT0[outN] = now; outWall[outN] = Date.now(); outN++;
           if (v[F.oldestOutstandingMs] === 0) v[F.oldestOutstandingMs] = outWall[outN - 1];
+          Atomics.store(stats.cells, C.outstanding, outN);
         }
         if (state.tryRequest(page)) {
           toRequest[nreq++] = page;
@@ -142,7 +146,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
     }
     if (nreq > 0) sendRequests(nreq);
     // 2. urgent pages
-    if (urgentFd >= 0 && poller.ready(2)) {
+    if (urgentFd >= 0 && poller.ready(3)) {
       const r = recvSome(urgentFd, recvAddr, URGENT_RECV_BYTES, true, MSG_DONTWAIT);
       if (r > 0) {
         v[F.bytesUrgent] += r;

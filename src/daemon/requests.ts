@@ -49,12 +49,3 @@ export class RequestEncoder {
     this.length = p;
   }
 }
-
-/** SHUT(status) / PONG(value): the two other messages the daemon writes. */
-export function encodeRpU32(type: 'SHUT' | 'PONG', value: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16BE(type === 'SHUT' ? RpMessage.SHUT : RpMessage.PONG, 0);
-  b.writeUInt16BE(4, 2);
-  b.writeUInt32BE(value >>> 0, 4);
-  return b;
-}

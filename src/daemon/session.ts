@@ -13,7 +13,7 @@ import { DaemonError } from './errors.js';
 import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
 import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
-import { encodeRpU32 } from './requests.js';
+import { encodeReturnPathShut } from '../protocol/index.js';
 import { sendAll } from './sockets.js';
 import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
@@ -61,9 +61,10 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   const total = device.pageCount;
   const stats = new SharedStats();
   const stopFd = createEventfd();
+  const nudgeFd = createEventfd();
   const shared: WorkerShared = {
     uffd: client.uffdFd, memfd: client.memfdFd, mode: hello.mode, regions: hello.regions, named: hello.named,
-    pageSize: device.pageSize, pageState: device.pageState.buffer, stats: stats.buffer,
+    pageSize: device.pageSize, pageState: device.pageState.buffer, stats: stats.buffer, nudgeFd,
   };
   const t0 = ch.acceptedAt;
   let tState: number | null = null;
@@ -169,7 +170,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   clearInterval(timer);
   opts.signal?.removeEventListener('abort', onAbort);
   const totalTimeMs = (tComplete ?? performance.now()) - t0;
-  const sendReturn = (msg: Buffer): void => { sendAll(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
+  const sendReturn = (msg: Uint8Array): void => { sendAll(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
 
   // Stop the fault worker (it may wait for the block list or in poll).
   Atomics.store(stats.cells, C.blocksBound, -1);
@@ -180,10 +181,10 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     log('migration failed: %s', msg);
     await client.sendError(msg);
     client.kill();
-    try { sendReturn(encodeRpU32('SHUT', 1)); } catch { /* source gone */ }
+    try { sendReturn(encodeReturnPathShut(1)); } catch { /* source gone */ }
     ch.interrupt();
   } else {
-    try { sendReturn(encodeRpU32('SHUT', 0)); } catch { /* source gone */ }
+    try { sendReturn(encodeReturnPathShut(0)); } catch { /* source gone */ }
   }
   if (!(await waitExit(faultWorker, 3000))) await faultWorker!.terminate();
   if (!faultWorker) await pair.fault.terminate();
@@ -197,6 +198,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   }
   device.close();
   closeFd(stopFd);
+  closeFd(nudgeFd);
   const s = snapshot(stats, {
     pagesTotal: total, pagesPresent: stats.present,
     downtimeMs: stateDeliveredAt === null || blocksAt === null ? null : stateDeliveredAt - blocksAt, stateDeliveredAt, totalTimeMs,

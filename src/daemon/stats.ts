@@ -27,8 +27,8 @@ export const F = {
   placedBackground: 18,
 } as const;
 const FIELDS = 24;
-/** Int32 cells after the Float64 fields: [pages present (Atomics), blocks bound flag, reserved, reserved]. */
-export const C = { present: 0, blocksBound: 1 } as const;
+/** Int32 cells after the Float64 fields: [pages present (Atomics), blocks bound flag, faults outstanding, reserved]. */
+export const C = { present: 0, blocksBound: 1, outstanding: 2 } as const;
 const CELLS = 4;
 export const HIST_BUCKETS = 1024;
 

@@ -6,14 +6,14 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { UmemDevice } from '../umem-compat/index.js';
-import { StreamDecoder, ProtocolError, type DecodedRecord } from '../protocol/index.js';
+import { StreamDecoder, ProtocolError, encodeReturnPathPong, type DecodedRecord } from '../protocol/index.js';
 import { addressOf } from '../uffd/memory.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
-import { F, SharedStats } from './stats.js';
+import { F, C, SharedStats } from './stats.js';
+import { eventfdWrite } from '../uffd/events.js';
 import { WireMap } from './regions.js';
 import { PageSink } from './page-sink.js';
-import { encodeRpU32 } from './requests.js';
 import { recvSome, sendAll, setBlocking } from './sockets.js';
 import type { StreamWorkerData, WorkerMessage } from './worker-common.js';
 
@@ -40,7 +40,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
   let sawBlocks = false;
   setBlocking(d.mainFd, true);
 
-  const sendReturn = (msg: Buffer): void => {
+  const sendReturn = (msg: Uint8Array): void => {
     const r = sendAll(d.returnFd, addressOf(msg), msg.length, d.returnIsSocket);
     if (r < 0) throw new DaemonError('SOURCE_LOST', `writing to the source's return path failed: ${errnoName(-r)}`);
   };
@@ -68,7 +68,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
         return;
       }
       case 'command':
-        if (rec.command === 'PING') sendReturn(encodeRpU32('PONG', rec.value));
+        if (rec.command === 'PING') sendReturn(encodeReturnPathPong(rec.value));
         else if (rec.command === 'POSTCOPY_ADVISE' && rec.targetPageSize !== undefined && rec.targetPageSize !== ps) {
           throw new ProtocolError('BAD_COMMAND', `source target page size ${rec.targetPageSize} differs from the destination's ${ps}`, { offset: rec.offset, context: 'POSTCOPY_ADVISE', expected: `${ps}` });
         } else if (rec.command === 'POSTCOPY_RUN') post({ type: 'run' });
@@ -107,6 +107,8 @@ export function runStreamWorker(d: StreamWorkerData): void {
       const recs = decoder.push(buf.subarray(0, r));
       for (let i = 0; i < recs.length; i++) handle(recs[i]);
       sink.flush();
+      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now.
+      if (Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
     }
   } finally {
     device.close();

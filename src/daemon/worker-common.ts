@@ -12,6 +12,8 @@ export interface WorkerShared {
   pageSize: number;
   pageState: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** eventfd the stream worker writes after placing pages while faults are outstanding (wakes the fault worker). */
+  nudgeFd: number;
 }
 
 export interface FaultWorkerData extends WorkerShared {

@@ -84,7 +84,7 @@ export class RamImage {
         return;
       }
       case 'command':
-        if (r.command === 'POSTCOPY_RAM_DISCARD') for (const x of r.ranges) this.discard(r.idstr, x.start, x.length);
+        if (r.command === 'POSTCOPY_RAM_DISCARD') for (const x of r.ranges) this.discard(r.idstr, x.start, x.length, r.offset);
         return;
       default:
         return;
@@ -143,8 +143,8 @@ export class RamImage {
   }
 
   /** POSTCOPY_RAM_DISCARD: the range reads as zero and counts as not received. */
-  discard(block: string, start: number, length: number): void {
-    this.image(block, start, length, -1);
+  discard(block: string, start: number, length: number, at = -1): void {
+    this.image(block, start, length, at);
     for (let off = start; off < start + length; off += this.pageSize) {
       const ci = Math.floor(off / this.chunkBytes);
       const c = this.images.get(block)!.chunks.get(ci);

@@ -463,15 +463,20 @@ export function connectUnix(path: string, opts: { type?: UnixSocketType; timeout
   const addr = sockaddrUn(path);
   const fd = socketFn(AF_UNIX, typeCode(opts.type) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) throw sysError('socket', errno());
+  const deadline = deadlineOf(opts.timeoutMs ?? 5000);
   try {
     for (;;) {
       if ((connectFn(fd, addr, addr.length) as number) === 0) return fd;
       const e = errno();
       if (e === EINTR) continue;
-      // A full backlog makes a non-blocking Unix connect fail with EAGAIN: wait for room and retry.
-      if (e === EAGAIN || e === EINPROGRESS) {
-        if (pollOne(fd, POLLOUT, opts.timeoutMs ?? 5000) === 0) throw new FdPassError('ETIMEDOUT', `connect(${path}) timed out`);
-        if (e === EINPROGRESS) return fd;
+      if (e === EINPROGRESS) {
+        if (pollOne(fd, POLLOUT, msLeft(deadline)) === 0) throw new FdPassError('ETIMEDOUT', `connect(${path}) timed out`);
+        return fd;
+      }
+      // A full backlog makes a non-blocking Unix connect fail with EAGAIN: retry briefly until the deadline.
+      if (e === EAGAIN) {
+        if (msLeft(deadline) === 0) throw new FdPassError('ETIMEDOUT', `connect(${path}): listener backlog full for ${opts.timeoutMs ?? 5000} ms`);
+        pollOne(-1, 0, 2); // a 2 ms sleep (poll on no fd)
         continue;
       }
       throw sysError('connect', e, path);

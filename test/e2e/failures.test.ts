@@ -36,6 +36,7 @@ test.serial('source killed mid-migration: daemon reports it, the destination is 
   await deadline(Promise.all([daemon.proc.exited, dest.exited]), 20_000, 'daemon and destination to end after the source died')
     .catch((e: Error) => { scope.dump(); throw e; });
   const secs = (performance.now() - t0) / 1000;
+  t.log(`daemon ended ${((daemon.proc.exitAt - t0) / 1000).toFixed(2)} s, destination ${((dest.exitAt - t0) / 1000).toFixed(2)} s after the source was killed`);
   t.log(`ended ${secs.toFixed(1)} s after the source was killed; dest exit ${JSON.stringify(dest.exit)}`);
   t.is(daemon.proc.exit?.code, 1, `daemon --once exits 1 on a failed migration\n${daemon.proc.tail()}`);
   t.regex(daemon.proc.stderr, /migration failed: .*source/i, 'daemon names the source as the cause');
@@ -124,6 +125,7 @@ async function hostile(t: ExecutionContext, variant: string, mode: 'missing' | '
   await deadline(Promise.all([daemon.proc.exited, dest.exited, src.exited]), 25_000, `daemon, destination and hostile source (${variant}) to end`)
     .catch((e: Error) => { scope.dump(); throw e; });
   const secs = (performance.now() - t0) / 1000;
+  t.log(`exits after the hostile source started: daemon ${((daemon.proc.exitAt - t0) / 1000).toFixed(2)} s, dest ${((dest.exitAt - t0) / 1000).toFixed(2)} s, source ${((src.exitAt - t0) / 1000).toFixed(2)} s`);
   const msg = /migration failed: (.*)/.exec(daemon.proc.stderr)?.[1] ?? '';
   t.log(`${variant} (${mode}): ${secs.toFixed(1)} s; daemon: ${msg || daemon.proc.stderr.trim().slice(-300)}; dest: ${dest.stdout.trim().split('\n').pop()} ${JSON.stringify(dest.exit)}; source: ${src.stdout.trim().split('\n').pop()}`);
   t.is(daemon.proc.exit?.code, 1, `daemon --once exits 1 on a hostile stream\n${daemon.proc.tail()}`);

@@ -25,6 +25,8 @@ export class Proc {
   stdout = '';
   stderr = '';
   exit: Exit | null = null;
+  /** performance.now() at exit. */
+  exitAt = 0;
   readonly exited: Promise<Exit>;
   private lineWaiters: (() => void)[] = [];
 
@@ -33,7 +35,7 @@ export class Proc {
     child.stderr?.setEncoding('utf8').on('data', (d: string) => { this.stderr += d; this.poke(); });
     this.exited = new Promise((resolve) => {
       child.on('error', (e) => { this.stderr += `\n[spawn error] ${e.message}`; });
-      child.on('close', (code, signal) => { this.exit = { code, signal }; this.poke(); resolve(this.exit); });
+      child.on('close', (code, signal) => { this.exit = { code, signal }; this.exitAt = performance.now(); this.poke(); resolve(this.exit); });
     });
   }
 
@@ -214,6 +216,8 @@ export interface MigrationSpec {
   /** ip netns exec wrappers and the daemon's tcp host. */
   netns?: { daemonWrap: string[]; sourceWrap: string[]; host: string };
   timeoutMs?: number;
+  /** Extra postcopy-daemon options (e.g. --flags 1). */
+  daemonArgs?: string[];
 }
 
 export interface MigrationResult {
@@ -235,7 +239,7 @@ export async function runMigration(scope: Scope, spec: MigrationSpec, existing?:
   const listen = spec.transport === 'unix' ? `unix:${path.join(scope.dir, 'migration.sock')}`
     : spec.transport === 'exec' ? `exec:${process.execPath} ${RELAY} listen ${relaySock}`
     : `tcp:${host}:0`;
-  const daemon = existing ?? await startDaemon(scope, listen, { wrap: spec.netns?.daemonWrap });
+  const daemon = existing ?? await startDaemon(scope, listen, { wrap: spec.netns?.daemonWrap, extra: spec.daemonArgs });
   let to: string;
   if (spec.transport === 'exec') to = `exec:${process.execPath} ${RELAY} connect ${relaySock}`;
   else if (spec.transport === 'exec-source') {

@@ -15,7 +15,12 @@ interface Case { title: string; spec: Omit<MigrationSpec, 'size' | 'steps' | 'mi
 
 const cases: Case[] = [
   { title: 'tcp, TS dest, missing mode, uniform', spec: { transport: 'tcp', mode: 'missing', pattern: 'uniform' } },
-  { title: 'tcp, TS dest, minor mode, hotset', spec: { transport: 'tcp', mode: 'minor', pattern: 'hotset' } },
+  {
+    title: 'tcp, TS dest, minor mode, hotset, daemon --flags 1',
+    spec: { transport: 'tcp', mode: 'minor', pattern: 'hotset', daemonArgs: ['--flags', '1'] },
+    // hotset leaves most pages as the init wrote them: 1 page in 8 is all-zero and must travel as ZERO.
+    extra: (s) => [[s.pagesZero > 1000, `zero pages sent as ZERO records: ${s.pagesZero}`]],
+  },
   { title: 'unix, TS dest, missing mode, sequential', spec: { transport: 'unix', mode: 'missing', pattern: 'sequential' } },
   { title: 'unix, TS dest, minor mode, uniform', spec: { transport: 'unix', mode: 'minor', pattern: 'uniform' } },
   { title: 'tcp, C dest, missing mode, hotset', spec: { transport: 'tcp', mode: 'missing', pattern: 'hotset', dest: 'c' } },
@@ -36,6 +41,13 @@ const cases: Case[] = [
   { title: 'exec:CMD on both sides (node relay), TS dest, missing, uniform', spec: { transport: 'exec', mode: 'missing', pattern: 'uniform' } },
   { title: 'exec:CMD on both sides (node relay), TS dest, minor, hotset, -n', spec: { transport: 'exec', mode: 'minor', pattern: 'hotset', sourceFlags: ['-n'] } },
   { title: 'exec:CMD on the source side to a tcp daemon, TS dest, missing, uniform', spec: { transport: 'exec-source', mode: 'missing', pattern: 'uniform' } },
+  {
+    // Requests go on the main return path and the pages come back inline in the main stream: they are still
+    // pages on demand (the source counts them so). H10-bugs.md #1: the daemon counts them as background.
+    title: 'exec:CMD source -n to a tcp daemon: daemon stats count requested pages as on demand',
+    spec: { transport: 'exec-source', mode: 'missing', pattern: 'hotset', sourceFlags: ['-n'] },
+    extra: (s) => [[s.pagesOnDemand === s.pagesTotal && s.pagesBackground === 0, `-n over exec: every page is on demand, none background (daemon says on demand ${s.pagesOnDemand}, background ${s.pagesBackground} of ${s.pagesTotal})`]],
+  },
 ];
 
 for (const c of cases) {
