@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import createDebug from 'debug';
 import { libc, errno, koffi, closeFn, syscall6 } from '../uffd/libc.js';
 import { SYS } from '../uffd/abi.js';
-import { FdChannel } from '../uffd/fdpass.js';
+import { FdChannel, waitFd } from '../uffd/fdpass.js';
 import { pidfdOpen } from '../uffd/pidfd.js';
 import { Poller } from '../uffd/events.js';
 import { DaemonError } from './errors.js';
@@ -17,6 +17,7 @@ import { parseHello, type ControlHello } from './regions.js';
 const log = createDebug('postcopy:daemon:control');
 
 const recvmsgFn = libc.func('intptr_t recvmsg(int fd, void *msg, int flags)');
+const sendFn = libc.func('intptr_t send(int fd, const void *buf, size_t len, int flags)');
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int name, _Inout_ uint8_t *val, _Inout_ uint32_t *len)');
 const MSG_DONTWAIT = 0x40;
 const MSG_CMSG_CLOEXEC = 0x40000000;
@@ -35,61 +36,115 @@ export interface HelloMessage {
 }
 
 /**
- * Receive the hello: fds ride on the first byte; the payload is either a bare JSON document (MIGRATION.md's
- * line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame. Reads until the JSON is
- * complete. Closes received fds on any failure.
+ * Receives the hello: fds ride on the first byte; the payload is either a bare JSON document (MIGRATION.md's
+ * line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame. `poll()` never blocks; it
+ * returns the message once the JSON is complete. Received fds are closed on any failure.
  * TODO(H2): fdpass.ts only speaks its PCFD frame; move the bare-JSON case there when it grows a raw mode.
  */
-export function recvHello(fd: number, timeoutMs: number): HelloMessage {
-  const deadline = Date.now() + timeoutMs;
-  const data = Buffer.alloc(MAX_HELLO_BYTES);
-  let got = 0;
-  const fds: number[] = [];
-  const poller = new Poller([fd]);
-  const iov = Buffer.alloc(16);
-  const control = Buffer.alloc(16 + 4 * MAX_FDS + 8);
-  const msg = Buffer.alloc(56);
-  try {
-    for (;;) {
-      if (got >= data.length) throw new DaemonError('BAD_HELLO', `control message larger than ${MAX_HELLO_BYTES} bytes`);
-      iov.writeBigUInt64LE(BigInt(koffi.address(data) as bigint) + BigInt(got), 0);
-      iov.writeBigUInt64LE(BigInt(data.length - got), 8);
-      msg.fill(0);
-      msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
-      msg.writeBigUInt64LE(1n, 24);
-      msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
-      msg.writeBigUInt64LE(BigInt(control.length), 40);
-      const r = Number(recvmsgFn(fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
-      if (r < 0) {
-        const e = errno();
-        if (e === EINTR) continue;
-        if (e !== EAGAIN) throw new DaemonError('BAD_HELLO', `recvmsg on the control socket failed: errno ${e}`);
-        const left = deadline - Date.now();
-        if (left <= 0 || poller.wait(left) === 0) {
-          throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${got} bytes, ${fds.length} fds so far)`);
-        }
-        continue;
+export class HelloReceiver {
+  private readonly data = Buffer.alloc(MAX_HELLO_BYTES);
+  private got = 0;
+  private readonly fds: number[] = [];
+  private readonly iov = Buffer.alloc(16);
+  private readonly control = Buffer.alloc(16 + 4 * MAX_FDS + 8);
+  private readonly msg = Buffer.alloc(56);
+
+  constructor(private readonly fd: number) {}
+
+  /** Bytes and fds received so far (for messages). */
+  get progress(): string {
+    return `${this.got} bytes, ${this.fds.length} fds`;
+  }
+
+  /** The hello when complete, null when more bytes are needed. Throws DaemonError (fds closed). */
+  poll(): HelloMessage | null {
+    try {
+      for (;;) {
+        const r = this.recvOnce();
+        if (r < 0) return null; // EAGAIN
+        const payload = tryParse(this.data.subarray(0, this.got));
+        if (payload !== undefined) return { fds: this.fds.splice(0), payload };
       }
-      // Collect SCM_RIGHTS fds (one cmsg at most with our buffer size).
-      const clen = Number(msg.readBigUInt64LE(40));
-      if (clen >= 16) {
-        const len = Number(control.readBigUInt64LE(0));
-        if (control.readInt32LE(8) === SOL_SOCKET && control.readInt32LE(12) === SCM_RIGHTS) {
-          for (let off = 16; off + 4 <= len; off += 4) fds.push(control.readInt32LE(off));
-        }
-      }
-      if ((msg.readInt32LE(48) & 0x8) !== 0) throw new DaemonError('BAD_HELLO', `control client passed more than ${MAX_FDS} fds`);
-      if (r === 0) {
-        if (got === 0 && fds.length === 0) throw new DaemonError('BAD_HELLO', 'control client closed the connection without sending anything');
-        throw new DaemonError('BAD_HELLO', `control client closed after ${got} bytes of an incomplete handshake`);
-      }
-      got += r;
-      const payload = tryParse(data.subarray(0, got));
-      if (payload !== undefined) return { fds, payload };
+    } catch (e) {
+      this.abandon();
+      throw e;
     }
-  } catch (e) {
-    for (const f of fds) closeFn(f);
-    throw e;
+  }
+
+  /** Close whatever fds arrived (timeout, error). */
+  abandon(): void {
+    for (const f of this.fds.splice(0)) closeFn(f);
+  }
+
+  private recvOnce(): number {
+    const { data, iov, control, msg } = this;
+    if (this.got >= data.length) throw new DaemonError('BAD_HELLO', `control message larger than ${MAX_HELLO_BYTES} bytes`);
+    iov.writeBigUInt64LE(BigInt(koffi.address(data) as bigint) + BigInt(this.got), 0);
+    iov.writeBigUInt64LE(BigInt(data.length - this.got), 8);
+    msg.fill(0);
+    msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
+    msg.writeBigUInt64LE(1n, 24);
+    msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
+    msg.writeBigUInt64LE(BigInt(control.length), 40);
+    let r: number;
+    for (;;) {
+      r = Number(recvmsgFn(this.fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+      if (r >= 0) break;
+      const e = errno();
+      if (e === EINTR) continue;
+      if (e === EAGAIN) return -1;
+      throw new DaemonError('BAD_HELLO', `recvmsg on the control socket failed: errno ${e}`);
+    }
+    // Collect SCM_RIGHTS fds (one cmsg at most with our buffer size).
+    if (Number(msg.readBigUInt64LE(40)) >= 16) {
+      const len = Number(control.readBigUInt64LE(0));
+      if (control.readInt32LE(8) === SOL_SOCKET && control.readInt32LE(12) === SCM_RIGHTS) {
+        for (let off = 16; off + 4 <= len; off += 4) this.fds.push(control.readInt32LE(off));
+      }
+    }
+    if ((msg.readInt32LE(48) & 0x8) !== 0) throw new DaemonError('BAD_HELLO', `control client passed more than ${MAX_FDS} fds`);
+    if (r === 0) {
+      if (this.got === 0 && this.fds.length === 0) throw new DaemonError('BAD_HELLO', 'control client closed the connection without sending anything');
+      throw new DaemonError('BAD_HELLO', `control client closed after ${this.got} bytes of an incomplete handshake`);
+    }
+    this.got += r;
+    return r;
+  }
+}
+
+/** Blocking receive of the hello (this thread waits in poll; for tools and tests). */
+export function recvHello(fd: number, timeoutMs: number): HelloMessage {
+  const rx = new HelloReceiver(fd);
+  const poller = new Poller([fd]);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = rx.poll();
+    if (m) return m;
+    const left = deadline - Date.now();
+    if (left <= 0 || poller.wait(left) === 0) {
+      const p = rx.progress;
+      rx.abandon();
+      throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${p} so far)`);
+    }
+  }
+}
+
+/** Receive the hello without blocking the event loop. */
+export async function recvHelloAsync(fd: number, timeoutMs: number): Promise<HelloMessage> {
+  const rx = new HelloReceiver(fd);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = rx.poll();
+    if (m) return m;
+    const left = deadline - Date.now();
+    try {
+      if (left <= 0) throw new Error('timeout');
+      await waitFd(fd, 'readable', { timeoutMs: left });
+    } catch {
+      const p = rx.progress;
+      rx.abandon();
+      throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${p} so far)`);
+    }
   }
 }
 
@@ -218,19 +273,21 @@ export class ControlClient {
   }
 }
 
-/** Accepts control clients on a Unix stream socket path. */
+/**
+ * Accepts control clients on a Unix stream socket path. Every connection does its handshake on its own
+ * (a silent or broken client never delays a good one); good clients queue for accept(), bad ones get an
+ * error line and are dropped (reported through `onReject`).
+ */
 export class ControlServer {
-  private readonly pending: net.Socket[] = [];
-  private waiters: ((s: net.Socket) => void)[] = [];
+  private readonly ready: ControlClient[] = [];
+  private waiters: ((c: ControlClient) => void)[] = [];
+  onReject: (e: Error) => void = (e) => log('client rejected: %s', e.message);
 
-  private constructor(readonly path: string, private readonly server: net.Server) {
-    server.on('connection', (s) => {
-      const w = this.waiters.shift();
-      if (w) w(s); else this.pending.push(s);
-    });
+  private constructor(readonly path: string, private readonly server: net.Server, private readonly handshakeTimeoutMs: number) {
+    server.on('connection', (s) => { void this.handshake(s); });
   }
 
-  static async listen(path: string): Promise<ControlServer> {
+  static async listen(path: string, opts: { handshakeTimeoutMs?: number } = {}): Promise<ControlServer> {
     // A stale socket file from a previous run would make bind fail: remove it if nothing listens there.
     if (fs.existsSync(path)) {
       const st = fs.lstatSync(path);
@@ -247,50 +304,50 @@ export class ControlServer {
       server.once('error', (e) => reject(new DaemonError('BAD_OPTION', `cannot listen on control socket ${path}: ${e.message}`)));
       server.listen(path, () => resolve());
     });
-    return new ControlServer(path, server);
+    return new ControlServer(path, server, opts.handshakeTimeoutMs ?? 10_000);
   }
 
-  private nextSocket(signal?: AbortSignal): Promise<net.Socket> {
-    const s = this.pending.shift();
-    if (s) return Promise.resolve(s);
-    return new Promise((resolve, reject) => {
-      const w = (sock: net.Socket): void => { signal?.removeEventListener('abort', onAbort); resolve(sock); };
-      const onAbort = (): void => { this.waiters = this.waiters.filter((x) => x !== w); reject(new DaemonError('INTERNAL', 'aborted')); };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(w);
-    });
-  }
-
-  /**
-   * Next valid client. Bad handshakes get an error line and are dropped (reported through `onReject`);
-   * the server keeps waiting for a good one.
-   */
-  async accept(opts: { handshakeTimeoutMs?: number; signal?: AbortSignal; onReject?: (e: Error) => void } = {}): Promise<ControlClient> {
-    for (;;) {
-      const sock = await this.nextSocket(opts.signal);
-      const fd = FdChannel.adopt(sock).fd; // dup + destroy: libuv never reads the fds away from us
-      let msg: HelloMessage | undefined;
+  private async handshake(sock: net.Socket): Promise<void> {
+    const fd = FdChannel.adopt(sock).fd; // dup + destroy: libuv never reads the fds away from us
+    let msg: HelloMessage | undefined;
+    try {
+      msg = await recvHelloAsync(fd, this.handshakeTimeoutMs);
+      const client = new ControlClient(fd, msg);
+      log('client pid %d: mode %s, %d regions, uffd fd %d, memfd fd %d', client.pid, client.hello.mode, client.hello.regions.length, client.uffdFd, client.memfdFd);
+      const w = this.waiters.shift();
+      if (w) w(client); else this.ready.push(client);
+    } catch (e) {
+      const err = e as Error;
       try {
-        msg = recvHello(fd, opts.handshakeTimeoutMs ?? 10_000);
-        const client = new ControlClient(fd, msg);
-        log('client pid %d: mode %s, %d regions, uffd fd %d, memfd fd %d', client.pid, client.hello.mode, client.hello.regions.length, client.uffdFd, client.memfdFd);
-        return client;
-      } catch (e) {
-        const err = e as Error;
-        try {
-          const line = Buffer.from(JSON.stringify({ type: 'error', message: err.message }) + '\n');
-          libc.func('intptr_t send(int fd, const void *buf, size_t len, int flags)')(fd, line, line.length, 0x4040);
-        } catch { /* best effort */ }
-        closeFn(fd);
-        for (const f of msg?.fds ?? []) closeFn(f);
-        opts.onReject?.(err);
-      }
+        const line = Buffer.from(JSON.stringify({ type: 'error', message: err.message }) + '\n');
+        sendFn(fd, line, line.length, 0x4040 /* MSG_NOSIGNAL | MSG_DONTWAIT */);
+      } catch { /* best effort */ }
+      closeFn(fd);
+      for (const f of msg?.fds ?? []) closeFn(f);
+      this.onReject(err);
+    }
+  }
+
+  /** Next attached process (skipping any that died while queued). Rejects when `signal` aborts. */
+  async accept(opts: { signal?: AbortSignal } = {}): Promise<ControlClient> {
+    for (;;) {
+      const queued = this.ready.shift();
+      const client = queued ?? await new Promise<ControlClient>((resolve, reject) => {
+        const w = (c: ControlClient): void => { opts.signal?.removeEventListener('abort', onAbort); resolve(c); };
+        const onAbort = (): void => { this.waiters = this.waiters.filter((x) => x !== w); reject(new DaemonError('STOPPED', 'aborted')); };
+        if (opts.signal?.aborted) { onAbort(); return; }
+        opts.signal?.addEventListener('abort', onAbort, { once: true });
+        this.waiters.push(w);
+      });
+      if (client.alive) return client;
+      log('dropping client pid %d: it went away while queued', client.pid);
+      await client.close();
     }
   }
 
   close(): void {
     this.server.close();
-    for (const s of this.pending) s.destroy();
+    for (const c of this.ready.splice(0)) void c.close();
     try { fs.unlinkSync(this.path); } catch { /* gone */ }
   }
 }

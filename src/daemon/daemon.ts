@@ -78,16 +78,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     let failures = 0;
     let workers: WorkerPair | null = spawnWorkerPair();
     try {
+      control.onReject = (e: Error): void => err(`postcopy-daemon: control client rejected: ${e.message}`);
       while (!abort.signal.aborted) {
-        const onReject = (e: Error): void => err(`postcopy-daemon: control client rejected: ${e.message}`);
         let client: ControlClient;
         let ch: MigrationChannels | null;
         if (spec.kind === 'exec') {
-          client = await control.accept({ signal: abort.signal, onReject });
+          client = await control.accept({ signal: abort.signal });
           ch = await listener.accept({ signal: abort.signal });
         } else {
           const [c, m] = await Promise.all([
-            control.accept({ signal: abort.signal, onReject }),
+            control.accept({ signal: abort.signal }),
             listener.accept({ signal: abort.signal, urgentWaitMs: opts.urgentWaitMs }),
           ]);
           client = c; ch = m;
@@ -112,7 +112,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
           } : undefined,
         });
         current = null;
-        if (bar) { (bar as cliProgress.SingleBar).stop(); }
+        if (bar) { (bar as cliProgress.SingleBar).update(result.stats.pagesPresent); (bar as cliProgress.SingleBar).stop(); }
         out(formatSummary(result.stats));
         if (!result.ok) {
           failures++;

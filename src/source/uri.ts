@@ -6,8 +6,8 @@ export type MigrationUri =
   | { kind: 'unix'; path: string }
   | { kind: 'exec'; command: string };
 
-/** Parse `tcp:HOST:PORT` (IPv6 as `tcp:[::1]:PORT`), `unix:PATH` or `exec:CMD`; throws MigrationError BAD_URI. */
-export function parseMigrationUri(uri: string): MigrationUri {
+/** Parse `tcp:HOST:PORT` (port 0 only with allowPortZero, for listeners) (IPv6 as `tcp:[::1]:PORT`), `unix:PATH` or `exec:CMD`; throws MigrationError BAD_URI. */
+export function parseMigrationUri(uri: string, opts: { allowPortZero?: boolean } = {}): MigrationUri {
   if (typeof uri !== 'string' || uri.length === 0) throw badUri(uri, 'empty URI');
   const colon = uri.indexOf(':');
   const scheme = colon < 0 ? uri : uri.slice(0, colon);
@@ -17,7 +17,8 @@ export function parseMigrationUri(uri: string): MigrationUri {
       const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(rest);
       if (!m) throw badUri(uri, 'expected tcp:HOST:PORT');
       const port = Number(m[3]);
-      if (!Number.isInteger(port) || port < 1 || port > 65535) throw badUri(uri, `port must be 1..65535, got ${m[3]}`);
+      const min = opts.allowPortZero ? 0 : 1;
+      if (!Number.isInteger(port) || port < min || port > 65535) throw badUri(uri, `port must be ${min}..65535, got ${m[3]}`);
       const host = m[1] ?? m[2];
       return { kind: 'tcp', host: host === '' ? '127.0.0.1' : host, port };
     }

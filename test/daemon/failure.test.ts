@@ -86,3 +86,37 @@ test('a destination process that dies mid-migration ends it with PROCESS_DIED; t
   const s = lastJson(sr.stdout);
   t.false(s.ok, 'the source learned the migration failed');
 });
+
+test('SIGTERM mid-migration fails it safely: the process is told and stopped, the daemon exits', async (t) => {
+  const d = await startDaemon();
+  // 'after': the process waits for completion, which never comes with an on-demand-only source and no faults.
+  const dest = runDest({ control: d.control, size: SIZE, mode: 'missing', order: 'after' }, 30_000);
+  await waitFor(() => false, 300);
+  const src = runSource({ uri: `tcp:127.0.0.1:${d.port}`, size: SIZE, background: false }, 30_000);
+  t.true(await waitFor(() => /migration: process/.test(d.stdout()), 10_000), d.stdout());
+  await waitFor(() => false, 500);
+  d.child.kill('SIGTERM');
+  const [dx, dr, sr] = await Promise.all([d.exited, dest, src]);
+  t.false(dx.timedOut);
+  t.is(dx.code, 1);
+  t.regex(d.stderr(), /stopped \(signal\) mid-migration/);
+  t.false(dr.timedOut, 'destination did not hang');
+  if (dr.signal) t.is(dr.signal, 'SIGKILL');
+  else t.regex(lastJson(dr.stdout).error ?? '', /postcopy-daemon/);
+  t.false(sr.timedOut, 'source released');
+});
+
+test('a control client that connects and says nothing does not delay a good one', async (t) => {
+  const d = await startDaemon();
+  const silent = net.connect(d.control);
+  await new Promise((r) => silent.once('connect', r));
+  const t0 = Date.now();
+  const dest = runDest({ control: d.control, size: SIZE, mode: 'missing', order: 'random' }, 30_000);
+  await waitFor(() => false, 300);
+  const [src, dst, dx] = await Promise.all([runSource({ uri: `tcp:127.0.0.1:${d.port}`, size: SIZE }, 30_000), dest, d.exited]);
+  t.true(src.ok && dst.ok, `${src.summary} / ${dst.summary}`);
+  t.is(dx.code, 0, d.stderr());
+  t.is(lastJson(dst.stdout).digest, lastJson(src.stdout).digest);
+  t.true(Date.now() - t0 < 8000, 'not held up by the 10 s handshake timeout of the silent client');
+  silent.destroy();
+});

@@ -55,7 +55,7 @@ export async function startDaemon(opts: { listen?: (dir: string) => string; args
   };
 }
 
-export function runDest(args: { control: string; size: number; mode: 'missing' | 'minor'; order: 'seq' | 'random' }, timeoutMs = 60_000): Promise<ChildResult> {
+export function runDest(args: { control: string; size: number; mode: 'missing' | 'minor'; order: 'seq' | 'random' | 'after' }, timeoutMs = 60_000): Promise<ChildResult> {
   return runChild({ script: CHILD('dest'), args, timeoutMs });
 }
 

@@ -22,6 +22,7 @@ function sink(): void {
         last = Buffer.concat([last, d.subarray(Math.max(0, d.length - TAIL.length))]).subarray(-TAIL.length);
         if (last.equals(TAIL)) s.write(Buffer.from('0001000400000000', 'hex'));
       });
+      s.on('close', () => { main = undefined; });
     } else s.resume();
     s.on('error', () => {});
   });
