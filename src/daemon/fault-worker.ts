@@ -32,13 +32,10 @@ export function runFaultWorker(d: FaultWorkerData): void {
     pageSize: d.pageSize, pageState: d.pageState, eventReader: true, ownsFds: false,
   });
   const wire = new WireMap(d.regions, d.pageSize, d.named);
-  const total = device.pageCount;
   const ps = device.pageSize;
-  let complete = false;
-  const sink = new PageSink(device, wire, stats, 'fault', () => { complete = true; post({ type: 'all-present' }); }, 256 * 1024);
+  const sink = new PageSink(device, wire, stats, 'fault', () => post({ type: 'all-present' }), 256 * 1024);
 
   // Wait until the stream worker has matched the source's block list (names for REQ_PAGES_ID).
-  post({ type: 'ready' });
   while (Atomics.load(stats.cells, C.blocksBound) === 0) Atomics.wait(stats.cells, C.blocksBound, 0, 1000);
   if (Atomics.load(stats.cells, C.blocksBound) < 0) { device.close(); return; }
   // The block names the stream worker bound (the session posts them before setting the flag).
@@ -161,7 +158,6 @@ export function runFaultWorker(d: FaultWorkerData): void {
     }
     sweep();
   }
-  void complete;
   device.close();
 }
 

@@ -13,8 +13,6 @@ import type { WireMap } from './regions.js';
 const KIND_PAGE = 0;
 const KIND_ZERO = 1;
 const ZERO_MERGE_MAX = 8;
-const ESRCH = 3;
-const ENOMEM = 12;
 
 export type SinkRole = 'fault' | 'background';
 
@@ -42,6 +40,7 @@ export class PageSink {
   private readonly pagesField: number;
   private readonly zeroField: number;
   private readonly dupField: number;
+  private readonly eagainField: number;
 
   constructor(
     private readonly device: UmemDevice,
@@ -60,6 +59,7 @@ export class PageSink {
     this.pagesField = fault ? F.pagesOnDemand : F.pagesBackground;
     this.zeroField = fault ? F.zeroOnDemand : F.zeroBackground;
     this.dupField = fault ? F.duplicatesFault : F.duplicatesBackground;
+    this.eagainField = fault ? F.eagainFault : F.eagainBackground;
   }
 
   /**
@@ -148,6 +148,7 @@ export class PageSink {
     v[this.placedField] += placed;
     v[this.pagesField] += placed;
     v[this.dupField] += n - placed;
+    v[this.eagainField] = this.device.stats.eagain;
     if (this.stats.addPresent(placed, this.device.pageCount)) this.onAllPresent();
   }
 
@@ -157,4 +158,3 @@ export class PageSink {
   }
 }
 
-export { ESRCH, ENOMEM };

@@ -21,7 +21,8 @@ export const F = {
   zeroBackground: 12,
   duplicatesBackground: 13, // EEXIST or already present when it arrived
   bytesMain: 14,
-  eagainRetries: 15,
+  eagainBackground: 15, // EAGAIN answers (each backed off) seen by this worker's device
+  eagainFault: 19,
   oldestOutstandingMs: 16, // Date.now() of the oldest unanswered fault, 0 when none (stall detection)
   placedFault: 17, // pages this worker made present (zero pages included)
   placedBackground: 18,
@@ -99,6 +100,8 @@ export interface MigrationStats {
   pagesDuplicate: number;
   faults: number;
   pagesRequested: number;
+  /** EAGAIN answers from the kernel (an unread non-cooperative event), each followed by a back-off. */
+  eagainRetries: number;
   faultLatencyUs: { p50: number; p99: number; max: number; mean: number; count: number };
   blockedTimeMs: number;
   /**
@@ -136,6 +139,7 @@ export function snapshot(s: SharedStats, extra: {
     pagesDuplicate: v[F.duplicatesFault] + v[F.duplicatesBackground],
     faults: v[F.faults],
     pagesRequested: v[F.pagesRequested],
+    eagainRetries: v[F.eagainFault] + v[F.eagainBackground],
     faultLatencyUs: {
       p50: round(s.percentile(50)),
       p99: round(s.percentile(99)),

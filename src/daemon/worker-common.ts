@@ -40,7 +40,6 @@ export interface StreamWorkerData extends WorkerShared {
 }
 
 export type WorkerMessage =
-  | { type: 'ready' }
   /** `at`: epoch ms (performance.timeOrigin based) when the worker decoded it. */
   | { type: 'blocks'; names: string[]; at: number }
   | { type: 'state'; blob: Uint8Array; at: number }

@@ -83,3 +83,17 @@ test.serial('without --once the daemon serves migrations one after another, then
   t.false(x.timedOut);
   t.is(x.code, 0);
 });
+
+test.serial('a 4 MiB binary state blob reaches the process intact', async (t) => {
+  const size = 8 * MiB;
+  const d = await startDaemon();
+  const dest = runDest({ control: d.control, size, mode: 'missing', order: 'random' });
+  await new Promise((r) => setTimeout(r, 300));
+  const [src, dst, dex] = await Promise.all([runSource({ uri: `tcp:127.0.0.1:${d.port}`, size, stateBytes: 4 * MiB }), dest, d.exited]);
+  t.true(src.ok && dst.ok, `${src.summary} / ${dst.summary}`);
+  t.is(dex.code, 0, d.stderr());
+  const s = lastJson(src.stdout), r = lastJson(dst.stdout);
+  t.is(r.state, `<${4 * MiB} bytes>`);
+  t.is(r.stateSha, s.stateSha);
+  t.is(r.digest, s.digest);
+});

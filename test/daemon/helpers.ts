@@ -59,7 +59,7 @@ export function runDest(args: { control: string; size: number; mode: 'missing' |
   return runChild({ script: CHILD('dest'), args, timeoutMs });
 }
 
-export function runSource(args: { uri: string; size: number; background?: boolean }, timeoutMs = 60_000): Promise<ChildResult> {
+export function runSource(args: { uri: string; size: number; background?: boolean; stateBytes?: number }, timeoutMs = 60_000): Promise<ChildResult> {
   return runChild({ script: CHILD('source'), args, timeoutMs });
 }
 

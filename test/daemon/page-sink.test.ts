@@ -13,7 +13,7 @@ type Call = { op: 'copy' | 'zero'; first: number; count: number; bytes?: number[
 
 function fakeDevice(pageCount: number, calls: Call[], failWith = 0): UmemDevice {
   return {
-    pageSize: PS, pageCount,
+    pageSize: PS, pageCount, stats: { eagain: 0 },
     placeFromAddressRaw(first: number, count: number, src: number): number {
       if (failWith) return -failWith;
       // Record the first byte of each page as the kernel would read it from the staging address.

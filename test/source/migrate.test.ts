@@ -186,6 +186,27 @@ test('memfd region: untouched pages (holes) go as ZERO, written ones as PAGE', a
   }
 });
 
+test('a region over 4 GiB: offsets above 2^32 and 1 GiB view windows (sparse memfd)', async (t) => {
+  t.timeout(60000);
+  const size = 4.5 * 2 ** 30;
+  let r;
+  try { r = createMigratableRegion(size, 'huge.ram'); } catch (e) { t.log(`skipped: cannot map a 4.5 GiB memfd: ${(e as Error).message}`); t.pass(); return; }
+  try {
+    const marks = [0, 2 ** 30 - PAGE, 2 ** 30, 2 ** 32 + 2 * PAGE, size - PAGE];
+    for (const m of marks) r.view(m, PAGE).fill((m / PAGE) & 0xff || 0x5a);
+    const { result, stats } = await runPair('tcp', [r], {}, { countZeroOnly: true, onRun: (ctx) => ctx.request('huge.ram', 2 ** 32 + 2 * PAGE, PAGE) });
+    t.falsy(result.error);
+    const got = result.pages.filter((p) => p.kind === 'page').map((p) => p.blockOffset).sort((a, b) => a - b);
+    t.deepEqual([...new Set(got)], marks);
+    for (const p of result.pages) t.true(Buffer.from(r.view(p.blockOffset, PAGE)).equals(p.data!), `page at 0x${p.blockOffset.toString(16)}`);
+    t.is(result.zeroCount, size / PAGE - marks.length);
+    t.is(stats.pagesTotal, size / PAGE);
+    t.true(result.pages.some((p) => p.channel === 'urgent' && p.blockOffset === 2 ** 32 + 2 * PAGE) || stats.pagesUrgent === 0);
+  } finally {
+    r.close();
+  }
+});
+
 test('hostile requests: unknown block, out of range, unaligned, garbage → clear errors, no hang', async (t) => {
   const cases: [string, (ctx: { request: (b: string, s: number, l: number) => void; raw: (b: Uint8Array) => void }) => void, string][] = [
     ['unknown block', (c) => c.request('nope', 0, PAGE), 'BAD_REQUEST'],

@@ -3,6 +3,7 @@
 // missing page faults and is served by the daemon), and prints one JSON line with what it saw.
 import { prepareDestRegion, attachToDaemon } from '../../../src/dest/attach.js';
 import { digest } from './pattern.js';
+import { createHash } from 'node:crypto';
 
 interface Args { control: string; size: number; mode: 'missing' | 'minor'; order: 'seq' | 'random' | 'after'; name?: string }
 
@@ -15,7 +16,8 @@ async function main(): Promise<void> {
   const out: Record<string, unknown> = { pid: process.pid };
   try {
     const state = await att.state;
-    out.state = state.toString('utf8');
+    out.state = state.length <= 64 ? state.toString('utf8') : `<${state.length} bytes>`;
+    out.stateSha = createHash('sha256').update(state).digest('hex');
     // 'after': touch nothing until the daemon reports completion (pure background transfer).
     if (a.order === 'after') out.stats = await att.done;
     const t0 = performance.now();

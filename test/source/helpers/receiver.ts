@@ -25,6 +25,7 @@ export interface ReceiverResult {
   sawRun: boolean;
   urgentEos: number;
   mainEof: boolean;
+  zeroCount: number;
   error?: Error;
 }
 
@@ -43,12 +44,14 @@ export interface ReceiverContext {
 export interface ReceiverOptions {
   /** Called once POSTCOPY_RUN has been decoded (the "destination runs"). */
   onRun?: (ctx: ReceiverContext) => void | Promise<void>;
+  /** Count ZERO records in result.zeroCount instead of listing them (big sparse regions). */
+  countZeroOnly?: boolean;
   /** SHUT status to answer with (default 0); null = never answer. */
   shutStatus?: number | null;
 }
 
 class Session {
-  readonly result: ReceiverResult = { records: [], urgentRecords: [], pages: [], blocks: [], sawRun: false, urgentEos: 0, mainEof: false };
+  readonly result: ReceiverResult = { records: [], urgentRecords: [], pages: [], blocks: [], sawRun: false, urgentEos: 0, mainEof: false, zeroCount: 0 };
   private readonly main = new StreamDecoder();
   private readonly urgentDec = new RamRecordDecoder();
   private waiters: { n: number; resolve: () => void }[] = [];
@@ -93,7 +96,11 @@ class Session {
   }
 
   private onRecord(channel: 'main' | 'urgent', r: DecodedRecord): void {
-    (channel === 'main' ? this.result.records : this.result.urgentRecords).push(r);
+    if (r.kind === 'zero') {
+      this.result.zeroCount++;
+      if (this.opts.countZeroOnly) return;
+    }
+    if (!(this.opts.countZeroOnly && r.kind === 'page')) (channel === 'main' ? this.result.records : this.result.urgentRecords).push(r);
     switch (r.kind) {
       case 'mem-size':
         this.result.blocks = r.blocks;

@@ -46,15 +46,17 @@ async function rawTcp(port: number, bytes: number): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const mib = Number(process.argv[2] ?? 1024);
+  const mib = Number(process.argv.find((a, i) => i >= 2 && /^\d+$/.test(a)) ?? 1024);
   const child = fork(fileURLToPath(import.meta.url), ['--sink'], { stdio: 'inherit' });
   const port = await new Promise<number>((r) => child.once('message', (m) => r(m as number)));
-  const region = createMigratableRegion(mib << 20, 'bench.ram');
+  const region = createMigratableRegion(mib * 1048576, 'bench.ram');
   const v = region.view();
-  for (let off = 0; off < v.length; off += 4096) { v[off] = 1 + (off & 0x7f); v[off + 2048] = 3; }
-  const raw = await rawTcp(port, mib << 20);
-  const stats = await migrate(`tcp:127.0.0.1:${port}`, { regions: [region], state: Buffer.from('x') });
-  const mig = (mib << 20) / 1e3 / stats.streamMs;
+  const holes = process.argv.includes('--holes');
+  if (!holes) for (let off = 0; off < v.length; off += 4096) { v[off] = 1 + (off & 0x7f); v[off + 2048] = 3; }
+  const raw = holes ? 1 : await rawTcp(port, mib * 1048576);
+  // A state function: the stop happens once the connection is up, as in the toy.
+  const stats = await migrate(`tcp:127.0.0.1:${port}`, { regions: [region], state: () => Buffer.from('x') });
+  const mig = (mib * 1048576) / 1e3 / stats.streamMs;
   console.log(JSON.stringify({ mib, rawTcpMBps: Math.round(raw), migrateMBps: Math.round(mig), ratio: +(mig / raw).toFixed(3), streamMs: +stats.streamMs.toFixed(1), handoverMs: +stats.handoverMs.toFixed(3), completionMs: +stats.completionMs.toFixed(1) }));
   child.kill();
   region.close();
