@@ -5,18 +5,16 @@
 // 1. We listen on a Unix socket and start a child process (this same file, role "child").
 // 2. The child maps an anonymous region, registers it MISSING on a new userfaultfd, and hands the uffd plus a
 //    Firecracker-style region description to us over the socket (SCM_RIGHTS).
-// 3. The child reads every page; each first touch faults. Our fault worker answers each fault with
-//    UFFDIO_COPY of a page made by a deterministic generator.
+// 3. The child reads every page; each first touch faults. Our fault server (a worker thread) answers each
+//    fault with UFFDIO_COPY of a page made by a deterministic generator (fillPatternPage).
 // 4. The child sends back a checksum of what it read; we compare it with the generator's and print stats.
 import { spawn } from 'node:child_process';
-import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  Userfaultfd, mapAnonymous, pageSize, createEventfd, eventfdWrite, FdServer, FdChannel,
+  Userfaultfd, mapAnonymous, pageSize, FdServer, FdChannel, FaultServer, fillPatternPage, type FaultServerStats,
 } from '../src/uffd/index.js';
-import { fillPage, type FaultWorkerData, type FaultWorkerStats } from '../bench/fault/fault-worker.js';
 
 interface Region { base_host_virt_addr: number; size: number; offset: number; page_size: number }
 
@@ -57,30 +55,29 @@ async function server(pages: number): Promise<void> {
   const [region] = payload as Region[];
   console.log(`child ${kid.pid}: uffd received, region 0x${region.base_host_virt_addr.toString(16)} + ${region.size >> 20} MiB, page ${region.page_size}`);
 
-  // Serve its faults from a worker: the main thread stays free (it only waits on the socket).
-  const stopFd = createEventfd();
-  const data: FaultWorkerData = { uffdFd, stopFd, pageSize: region.page_size, base: region.base_host_virt_addr, fill: 'generator' };
-  const worker = new Worker(new URL('../bench/fault/fault-worker.js', import.meta.url), { workerData: data });
-  const stats = new Promise<FaultWorkerStats>((resolve) => worker.on('message', (m) => m.stats && resolve(m.stats)));
+  // Serve its faults from a worker (src/uffd/fault-server.ts): the main thread stays free (it only waits on the socket).
+  const faults = await FaultServer.start({ uffdFd, base: region.base_host_virt_addr, pageSize: region.page_size, source: { kind: 'pattern' } });
 
   let report: { sum: number; ms: number };
+  let stopped: Promise<FaultServerStats>;
   try {
     report = (await chan.recv()).payload as { sum: number; ms: number };
   } finally {
-    eventfdWrite(stopFd); // always stop the worker: a thread left in poll() would keep the process from exiting
+    // Always stop the worker (a thread left in poll() would keep the process from exiting); the child has
+    // read everything (or died) by now, so no fault can come after the loop leaves.
+    stopped = faults.stop();
     clearTimeout(killer);
   }
-  const s = await stats;
+  const s = await stopped;
 
   let expected = 0;
   const page = new Uint8Array(region.page_size);
-  for (let p = 0; p < region.size / region.page_size; p++) { fillPage(page, p); expected = checksum(expected, page); }
+  for (let p = 0; p < region.size / region.page_size; p++) { fillPatternPage(page, p); expected = checksum(expected, page); }
   const ok = report.sum === expected && s.errors === 0;
   console.log(`served ${s.served} faults in ${s.reads} reads (${s.eexist} EEXIST, ${s.errors} errors); ` +
     `child read ${region.size >> 20} MiB in ${report.ms.toFixed(1)} ms = ${(s.served / report.ms * 1000).toFixed(0)} faults/s`);
   console.log(`checksum child 0x${report.sum.toString(16)} expected 0x${expected.toString(16)}: ${ok ? 'OK' : 'MISMATCH'}`);
   chan.close(); listener.close();
-  await worker.terminate();
   const code = await exited;
   process.exitCode = ok && code === 0 ? 0 : 1;
 }

@@ -1,14 +1,12 @@
 // TypeScript side of `npm run bench:fault` (spawned by run.ts, one process per measurement):
-//   node dist/bench/fault/ts_fault.js fault -n PAGES   main thread touches, a worker serves (fault-worker.ts)
+//   node dist/bench/fault/ts_fault.js fault -n PAGES   main thread touches, a worker serves (src/uffd/fault-server.ts)
 //   node dist/bench/fault/ts_fault.js bulk -s MIB      UFFDIO_COPY 4K/64K/2M chunks + memcpy bandwidth
 // Prints one JSON object, same fields as fault_ref.c.
-import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
-  Userfaultfd, mapAnonymous, createEventfd, eventfdWrite, closeFd, addressOf, pageSize,
+  Userfaultfd, mapAnonymous, addressOf, pageSize, FaultServer,
 } from '../../src/uffd/index.js';
 import { memcpyAt } from '../../src/uffd/libc.js';
-import type { FaultWorkerData, FaultWorkerStats } from './fault-worker.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(name);
@@ -19,14 +17,7 @@ async function runFault(pages: number): Promise<void> {
   const region = mapAnonymous(pages * pageSize, { noReserve: true });
   const uffd = Userfaultfd.open({ nonBlocking: true, features: [] });
   uffd.register(region.addr, region.length, { missing: true });
-  const stopFd = createEventfd();
-  const data: FaultWorkerData = { uffdFd: uffd.fd, stopFd, pageSize, base: region.addr, fill: 'constant' };
-  const worker = new Worker(new URL('./fault-worker.js', import.meta.url), { workerData: data });
-  const stats = new Promise<FaultWorkerStats>((resolve, reject) => {
-    worker.on('message', (m) => { if (m.stats) resolve(m.stats); });
-    worker.on('error', reject);
-  });
-  await new Promise<void>((resolve) => worker.once('message', () => resolve()));
+  const server = await FaultServer.start({ uffdFd: uffd.fd, base: region.addr, pageSize, source: { kind: 'constant', byte: 0xab } });
 
   const view = region.view();
   const lat = new Float64Array(pages);
@@ -37,16 +28,14 @@ async function runFault(pages: number): Promise<void> {
     lat[p] = performance.now() - a;
   }
   const totalMs = performance.now() - t0;
-  eventfdWrite(stopFd);
-  const s = await stats;
-  await worker.terminate();
+  const s = await server.stop();
   lat.sort();
   console.log(JSON.stringify({
     impl: 'ts', mode: 'fault', faults: pages, served: s.served, reads: s.reads, totalMs,
     meanUs: (totalMs * 1000) / pages, p50Us: lat[pages >> 1] * 1000, p99Us: lat[Math.floor(pages * 0.99)] * 1000,
     faultsPerSec: pages / (totalMs / 1000),
   }));
-  uffd.close(); closeFd(stopFd); region.unmap();
+  uffd.close(); region.unmap();
   if (s.served !== pages) process.exitCode = 1;
 }
 

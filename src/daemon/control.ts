@@ -6,26 +6,19 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import createDebug from 'debug';
-import { libc, errno, koffi, closeFn, syscall6 } from '../uffd/libc.js';
+import { libc, errno, closeFn, syscall6 } from '../uffd/libc.js';
 import { SYS } from '../uffd/abi.js';
-import { FdChannel, waitFd } from '../uffd/fdpass.js';
+import { FdChannel, FdPassError, RawFdReceiver, recvBytesWithFds, recvBytesWithFdsAsync, type RawRecvOptions } from '../uffd/fdpass.js';
 import { pidfdOpen } from '../uffd/pidfd.js';
-import { Poller } from '../uffd/events.js';
 import { DaemonError } from './errors.js';
 import { parseHello, type ControlHello } from './regions.js';
 
 const log = createDebug('postcopy:daemon:control');
 
-const recvmsgFn = libc.func('intptr_t recvmsg(int fd, void *msg, int flags)');
 const sendFn = libc.func('intptr_t send(int fd, const void *buf, size_t len, int flags)');
 const getsockoptFn = libc.func('int getsockopt(int fd, int level, int name, _Inout_ uint8_t *val, _Inout_ uint32_t *len)');
-const MSG_DONTWAIT = 0x40;
-const MSG_CMSG_CLOEXEC = 0x40000000;
 const SOL_SOCKET = 1;
-const SCM_RIGHTS = 1;
 const SO_PEERCRED = 17;
-const EAGAIN = 11;
-const EINTR = 4;
 const MAX_HELLO_BYTES = 64 * 1024;
 const MAX_FDS = 8;
 const PCFD_MAGIC = Buffer.from('PCFD', 'latin1');
@@ -35,125 +28,108 @@ export interface HelloMessage {
   payload: unknown;
 }
 
+/** Raw-mode receive options for a hello, and the payload parsed when `complete` found the end. */
+function helloParser(): { opts: RawRecvOptions; payload(): unknown } {
+  let payload: unknown;
+  return {
+    opts: {
+      maxFds: MAX_FDS, maxBytes: MAX_HELLO_BYTES,
+      complete: (buf) => {
+        const r = tryParse(buf);
+        if (!r) return undefined;
+        payload = r.payload;
+        return r.end;
+      },
+    },
+    payload: () => payload,
+  };
+}
+
 /**
- * Receives the hello: fds ride on the first byte; the payload is either a bare JSON document (MIGRATION.md's
- * line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame. `poll()` never blocks; it
- * returns the message once the JSON is complete. Received fds are closed on any failure.
- * TODO(H2): fdpass.ts only speaks its PCFD frame; move the bare-JSON case there when it grows a raw mode.
+ * Receives the hello with fdpass.ts's raw mode: fds ride on the first byte; the payload is either a bare JSON
+ * document (MIGRATION.md's line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame.
+ * `poll()` never blocks; it returns the message once the JSON is complete. Received fds are closed on any
+ * failure; errors are DaemonErrors that say what the client did wrong.
  */
 export class HelloReceiver {
-  private readonly data = Buffer.alloc(MAX_HELLO_BYTES);
-  private got = 0;
-  private readonly fds: number[] = [];
-  private readonly iov = Buffer.alloc(16);
-  private readonly control = Buffer.alloc(16 + 4 * MAX_FDS + 8);
-  private readonly msg = Buffer.alloc(56);
+  private readonly rx: RawFdReceiver;
+  private readonly parser = helloParser();
 
-  constructor(private readonly fd: number) {}
+  constructor(fd: number) {
+    this.rx = new RawFdReceiver(fd, this.parser.opts);
+  }
 
   /** Bytes and fds received so far (for messages). */
   get progress(): string {
-    return `${this.got} bytes, ${this.fds.length} fds`;
+    return this.rx.progress;
   }
 
   /** The hello when complete, null when more bytes are needed. Throws DaemonError (fds closed). */
   poll(): HelloMessage | null {
     try {
-      for (;;) {
-        const r = this.recvOnce();
-        if (r < 0) return null; // EAGAIN
-        const payload = tryParse(this.data.subarray(0, this.got));
-        if (payload !== undefined) return { fds: this.fds.splice(0), payload };
-      }
+      const m = this.rx.poll();
+      return m ? { fds: m.fds, payload: this.parser.payload() } : null;
     } catch (e) {
-      this.abandon();
-      throw e;
+      throw helloError(e, 0);
     }
   }
 
   /** Close whatever fds arrived (timeout, error). */
   abandon(): void {
-    for (const f of this.fds.splice(0)) closeFn(f);
-  }
-
-  private recvOnce(): number {
-    const { data, iov, control, msg } = this;
-    if (this.got >= data.length) throw new DaemonError('BAD_HELLO', `control message larger than ${MAX_HELLO_BYTES} bytes`);
-    iov.writeBigUInt64LE(BigInt(koffi.address(data) as bigint) + BigInt(this.got), 0);
-    iov.writeBigUInt64LE(BigInt(data.length - this.got), 8);
-    msg.fill(0);
-    msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
-    msg.writeBigUInt64LE(1n, 24);
-    msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
-    msg.writeBigUInt64LE(BigInt(control.length), 40);
-    let r: number;
-    for (;;) {
-      r = Number(recvmsgFn(this.fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
-      if (r >= 0) break;
-      const e = errno();
-      if (e === EINTR) continue;
-      if (e === EAGAIN) return -1;
-      throw new DaemonError('BAD_HELLO', `recvmsg on the control socket failed: errno ${e}`);
-    }
-    // Collect SCM_RIGHTS fds (one cmsg at most with our buffer size).
-    if (Number(msg.readBigUInt64LE(40)) >= 16) {
-      const len = Number(control.readBigUInt64LE(0));
-      if (control.readInt32LE(8) === SOL_SOCKET && control.readInt32LE(12) === SCM_RIGHTS) {
-        for (let off = 16; off + 4 <= len; off += 4) this.fds.push(control.readInt32LE(off));
-      }
-    }
-    if ((msg.readInt32LE(48) & 0x8) !== 0) throw new DaemonError('BAD_HELLO', `control client passed more than ${MAX_FDS} fds`);
-    if (r === 0) {
-      if (this.got === 0 && this.fds.length === 0) throw new DaemonError('BAD_HELLO', 'control client closed the connection without sending anything');
-      throw new DaemonError('BAD_HELLO', `control client closed after ${this.got} bytes of an incomplete handshake`);
-    }
-    this.got += r;
-    return r;
+    this.rx.abandon();
   }
 }
 
-/** Blocking receive of the hello (this thread waits in poll; for tools and tests). */
+/** fdpass errors in the words of the control protocol. */
+function helloError(e: unknown, timeoutMs: number): Error {
+  if (!(e instanceof FdPassError)) return e as Error;
+  const soFar = typeof e.details.got === 'string' ? ` (${e.details.got} so far)` : '';
+  switch (e.code) {
+    case 'EOF': return new DaemonError('BAD_HELLO', 'control client closed the connection without sending anything');
+    case 'TRUNCATED': return new DaemonError('BAD_HELLO', `control client closed after ${String(e.details.got)} bytes of an incomplete handshake`);
+    case 'CTRUNC': return new DaemonError('BAD_HELLO', `control client passed more than ${MAX_FDS} fds`);
+    case 'PAYLOAD_TOO_LARGE': return new DaemonError('BAD_HELLO', `control message larger than ${MAX_HELLO_BYTES} bytes`);
+    case 'ETIMEDOUT': return new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms${soFar}`);
+    case 'ABORTED': return new DaemonError('STOPPED', `control client sent no complete handshake before the daemon stopped${soFar}`);
+    default: return new DaemonError('BAD_HELLO', `receiving the control message failed: ${e.message}`);
+  }
+}
+
+/** Blocking receive of the hello (this thread waits in poll; for tools and tests, never the daemon). */
 export function recvHello(fd: number, timeoutMs: number): HelloMessage {
-  const rx = new HelloReceiver(fd);
-  const poller = new Poller([fd]);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = rx.poll();
-    if (m) return m;
-    const left = deadline - Date.now();
-    if (left <= 0 || poller.wait(left) === 0) {
-      const p = rx.progress;
-      rx.abandon();
-      throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${p} so far)`);
-    }
+  const h = helloParser();
+  try {
+    const m = recvBytesWithFds(fd, { ...h.opts, timeoutMs });
+    return { fds: m.fds, payload: h.payload() };
+  } catch (e) {
+    throw helloError(e, timeoutMs);
   }
 }
 
-/** Receive the hello without blocking the event loop. */
-export async function recvHelloAsync(fd: number, timeoutMs: number): Promise<HelloMessage> {
-  const rx = new HelloReceiver(fd);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const m = rx.poll();
-    if (m) return m;
-    const left = deadline - Date.now();
-    try {
-      if (left <= 0) throw new Error('timeout');
-      await waitFd(fd, 'readable', { timeoutMs: left });
-    } catch {
-      const p = rx.progress;
-      rx.abandon();
-      throw new DaemonError('HANDSHAKE_TIMEOUT', `control client sent no complete handshake within ${timeoutMs} ms (${p} so far)`);
-    }
+/**
+ * Receive the hello without blocking the event loop (the daemon's path: a silent client stalls nobody).
+ * `signal` gives up early (daemon stopping); the fds received so far are closed either way.
+ */
+export async function recvHelloAsync(fd: number, timeoutMs: number, signal?: AbortSignal): Promise<HelloMessage> {
+  const h = helloParser();
+  try {
+    const m = await recvBytesWithFdsAsync(fd, { ...h.opts, timeoutMs, signal });
+    return { fds: m.fds, payload: h.payload() };
+  } catch (e) {
+    throw helloError(e, timeoutMs);
   }
 }
 
-/** The complete JSON in `buf`, undefined when more bytes are needed; throws on bytes that can never parse. */
-function tryParse(buf: Buffer): unknown {
+/**
+ * The complete JSON in `buf` and where it ends, undefined when more bytes are needed; throws on bytes that
+ * can never parse.
+ */
+function tryParse(buf: Buffer): { payload: unknown; end: number } | undefined {
   let body = buf;
   if (buf.length >= 4 && buf.subarray(0, 4).equals(PCFD_MAGIC)) {
     if (buf.length < 16) return undefined;
     const n = buf.readUInt32LE(8);
+    if (n > MAX_HELLO_BYTES) throw new DaemonError('BAD_HELLO', `control frame announces ${n} payload bytes, limit ${MAX_HELLO_BYTES}`);
     if (buf.length < 16 + n) return undefined;
     body = buf.subarray(16, 16 + n);
   } else {
@@ -164,7 +140,7 @@ function tryParse(buf: Buffer): unknown {
   }
   const text = body.toString('utf8');
   try {
-    return JSON.parse(text);
+    return { payload: JSON.parse(text), end: body === buf ? buf.length : 16 + body.length };
   } catch (e) {
     // A newline ends the message: if it still does not parse, it never will.
     if (text.includes('\n')) throw new DaemonError('BAD_HELLO', `control message is not valid JSON: ${(e as Error).message}`);
@@ -281,6 +257,8 @@ export class ControlClient {
 export class ControlServer {
   private readonly ready: ControlClient[] = [];
   private waiters: ((c: ControlClient) => void)[] = [];
+  /** Aborts handshakes still in progress when the server closes (they get an error line, not silence). */
+  private readonly closing = new AbortController();
   onReject: (e: Error) => void = (e) => log('client rejected: %s', e.message);
 
   private constructor(readonly path: string, private readonly server: net.Server, private readonly handshakeTimeoutMs: number) {
@@ -311,7 +289,7 @@ export class ControlServer {
     const fd = FdChannel.adopt(sock).fd; // dup + destroy: libuv never reads the fds away from us
     let msg: HelloMessage | undefined;
     try {
-      msg = await recvHelloAsync(fd, this.handshakeTimeoutMs);
+      msg = await recvHelloAsync(fd, this.handshakeTimeoutMs, this.closing.signal);
       const client = new ControlClient(fd, msg);
       log('client pid %d: mode %s, %d regions, uffd fd %d, memfd fd %d', client.pid, client.hello.mode, client.hello.regions.length, client.uffdFd, client.memfdFd);
       const w = this.waiters.shift();
@@ -347,6 +325,7 @@ export class ControlServer {
 
   close(): void {
     this.server.close();
+    this.closing.abort();
     for (const c of this.ready.splice(0)) void c.close();
     try { fs.unlinkSync(this.path); } catch { /* gone */ }
   }

@@ -108,7 +108,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
               }, cliProgress.Presets.shades_classic);
               bar.start(total, 0, { od: 0, mb: 0 });
             }
-            bar.update(present, { od: s.v[F.pagesOnDemand], mb: ((s.v[F.bytesMain] + s.v[F.bytesUrgent]) / 1048576).toFixed(0) });
+            bar.update(present, { od: s.v[F.pagesOnDemand] + s.v[F.pagesOnDemandInline], mb: ((s.v[F.bytesMain] + s.v[F.bytesUrgent]) / 1048576).toFixed(0) });
           } : undefined,
         });
         current = null;

@@ -44,8 +44,14 @@ export function runFaultWorker(d: FaultWorkerData): void {
   if (names) wire.setNames(names);
 
   let urgentFd = d.urgentFd;
+  let requestFd = d.requestFd;
+  let requestIsSocket = d.requestIsSocket;
+  // The urgent connection may arrive after we started (requests then go on the main return path): the
+  // session publishes its fd (+1) in a shared cell and nudges us. Adopted once; when it closes at the end
+  // we keep serving through the main stream.
+  let urgentAdopted = urgentFd >= 0;
   if (urgentFd >= 0) setBlocking(urgentFd, true);
-  if (d.requestFd >= 0) setBlocking(d.requestFd, true);
+  if (requestFd >= 0) setBlocking(requestFd, true);
   // [uffd, stop, nudge (pages placed by the stream worker while faults wait), urgent socket]
   const makePoller = (): Poller => new Poller(urgentFd >= 0 ? [d.uffd, d.stopFd, d.nudgeFd, urgentFd] : [d.uffd, d.stopFd, d.nudgeFd]);
   let poller = makePoller();
@@ -82,7 +88,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
   };
   const flushRequests = (): void => {
     if (req.length === 0) return;
-    const r = sendAll(d.requestFd, reqAddr, req.length, d.requestIsSocket);
+    const r = sendAll(requestFd, reqAddr, req.length, requestIsSocket);
     req.reset();
     if (r < 0) throw new DaemonError('SOURCE_LOST', `sending page requests to the source failed: ${errnoName(-r)}`);
   };
@@ -113,6 +119,16 @@ export function runFaultWorker(d: FaultWorkerData): void {
     poller.wait(outN > 0 ? 20 : -1);
     if (poller.ready(1)) break; // stop eventfd
     if (poller.ready(2)) eventfdRead(d.nudgeFd);
+    if (!urgentAdopted) {
+      const fd = Atomics.load(stats.cells, C.urgentFd) - 1;
+      if (fd >= 0) {
+        urgentAdopted = true;
+        setBlocking(fd, true);
+        urgentFd = requestFd = fd;
+        requestIsSocket = true;
+        poller = makePoller();
+      }
+    }
     // 1. faults
     let n: number;
     let nreq = 0;

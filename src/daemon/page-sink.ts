@@ -3,7 +3,7 @@
 // per run instead of per page), and counts what happened. Used by both daemon workers; allocation free
 // per page apart from what the decoder produced.
 import { ProtocolError, type RamRecord } from '../protocol/index.js';
-import type { UmemDevice } from '../umem-compat/index.js';
+import { PAGE_REQUESTED, type UmemDevice } from '../umem-compat/index.js';
 import { addressOf } from '../uffd/memory.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
@@ -41,6 +41,8 @@ export class PageSink {
   private readonly zeroField: number;
   private readonly dupField: number;
   private readonly eagainField: number;
+  /** Background sink: pages the fault worker requested count as on demand even when they arrive here. */
+  private readonly reclassifyRequested: boolean;
 
   constructor(
     private readonly device: UmemDevice,
@@ -60,6 +62,9 @@ export class PageSink {
     this.zeroField = fault ? F.zeroOnDemand : F.zeroBackground;
     this.dupField = fault ? F.duplicatesFault : F.duplicatesBackground;
     this.eagainField = fault ? F.eagainFault : F.eagainBackground;
+    // With no urgent channel (exec:, or before/without the source's second connection) requested pages come
+    // back inline on the main stream; they were still served on demand.
+    this.reclassifyRequested = !fault;
   }
 
   /**
@@ -131,6 +136,11 @@ export class PageSink {
     this.runCount = 0;
     this.zeroTail = 0;
     this.zeroInRun = 0;
+    let requested = 0;
+    if (this.reclassifyRequested) {
+      const state = this.device.pageState;
+      for (let p = first; p < first + n; p++) if (state.get(p) === PAGE_REQUESTED) requested++;
+    }
     let placed: number;
     if (this.runKind === KIND_PAGE) {
       placed = this.device.placeFromAddressRaw(first, n, this.stagingAddr);
@@ -146,7 +156,10 @@ export class PageSink {
     }
     const v = this.stats.v;
     v[this.placedField] += placed;
-    v[this.pagesField] += placed;
+    // A requested page that someone else placed first shows up as a duplicate, so at most `placed` of them.
+    const onDemand = Math.min(requested, placed);
+    v[F.pagesOnDemandInline] += onDemand;
+    v[this.pagesField] += placed - onDemand;
     v[this.dupField] += n - placed;
     v[this.eagainField] = this.device.stats.eagain;
     if (this.stats.addPresent(placed, this.device.pageCount)) this.onAllPresent();

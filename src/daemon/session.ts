@@ -14,7 +14,7 @@ import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
 import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
 import { encodeReturnPathShut } from '../protocol/index.js';
-import { sendAll } from './sockets.js';
+import { sendNoWait } from './sockets.js';
 import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon:session');
@@ -41,8 +41,11 @@ export interface SessionResult {
   error?: DaemonError;
 }
 
+/** Workers whose 'exit' already fired: a listener added later would never hear it. */
+const exitedWorkers = new WeakSet<Worker>();
+
 function waitExit(w: Worker | null, ms: number): Promise<boolean> {
-  if (!w) return Promise.resolve(true);
+  if (!w || exitedWorkers.has(w)) return Promise.resolve(true);
   return new Promise((resolve) => {
     let done = false;
     const t = setTimeout(() => { if (!done) { done = true; resolve(false); } }, ms);
@@ -118,6 +121,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
 
   const pair = opts.workers ?? spawnWorkerPair();
   const spawnWorker = (w: Worker, data: FaultWorkerData | StreamWorkerData): Worker => {
+    w.once('exit', () => exitedWorkers.add(w));
     w.ref();
     w.postMessage(data);
     w.on('message', onWorkerMessage(data.role));
@@ -143,13 +147,16 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     ...shared, role: 'stream', mainFd: ch.mainFd, mainIsSocket: ch.mainIsSocket, returnFd: ch.returnFd,
     returnIsSocket: ch.returnIsSocket, stateSection: STATE_SECTION, recvBytes: opts.recvBytes ?? 4 << 20,
   });
+  // Serve faults at once, requests on the main return path (QEMU's own place for REQ_PAGES; the source
+  // answers on whichever channel it has). The urgent connection, when the source opens one, is handed to
+  // the running fault worker (shared cell + nudge): no window without fault service while we wait for it.
+  faultWorker = spawnWorker(pair.fault, {
+    ...shared, role: 'fault', urgentFd: -1, requestFd: ch.returnFd, requestIsSocket: ch.returnIsSocket, stopFd,
+  });
   void ch.urgent.then((urgentFd) => {
-    if (finished) { void pair.fault.terminate(); return; }
-    faultWorker = spawnWorker(pair.fault, {
-      ...shared, role: 'fault', urgentFd, requestFd: urgentFd >= 0 ? urgentFd : ch.returnFd,
-      requestIsSocket: urgentFd >= 0 ? true : ch.returnIsSocket, stopFd,
-    });
-    if (blockNames) releaseFaultWorker();
+    if (finished || urgentFd < 0) return;
+    Atomics.store(stats.cells, C.urgentFd, urgentFd + 1);
+    eventfdWrite(nudgeFd, 1);
   });
 
   // Progress, stall detection.
@@ -170,7 +177,8 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   clearInterval(timer);
   opts.signal?.removeEventListener('abort', onAbort);
   const totalTimeMs = (tComplete ?? performance.now()) - t0;
-  const sendReturn = (msg: Uint8Array): void => { sendAll(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
+  // SHUT is best effort and must never block this (the main) thread on a source that stopped reading.
+  const sendReturn = (msg: Uint8Array): void => { sendNoWait(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
 
   // Stop the fault worker (it may wait for the block list or in poll).
   Atomics.store(stats.cells, C.blocksBound, -1);

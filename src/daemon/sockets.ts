@@ -50,6 +50,21 @@ export function sendAll(fd: number, addr: number, len: number, isSocket: boolean
   return 0;
 }
 
+/**
+ * Send a short control message without ever blocking the calling thread (the daemon's main thread at the
+ * end of a migration: a source that stopped reading must not freeze it). Sockets: MSG_DONTWAIT; pipes
+ * (exec:): a plain write, which for a few bytes only blocks on a pipe already full of unread return path.
+ * Returns bytes sent or -errno.
+ */
+export function sendNoWait(fd: number, addr: number, len: number, isSocket: boolean): number {
+  for (;;) {
+    const r = isSocket ? sendFn(fd, addr, len, MSG_NOSIGNAL | MSG_DONTWAIT) : writeAt(fd, addr, len);
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
 export function shutdownFd(fd: number, how = SHUT_RDWR): void {
   shutdownFn(fd, how);
 }

@@ -7,7 +7,7 @@ export const F = {
   // fault worker
   faults: 0, // page-fault events read from the uffd
   pagesRequested: 1, // pages asked for on the return path
-  pagesOnDemand: 2, // pages placed from the urgent channel
+  pagesOnDemand: 2, // pages placed from the urgent channel (fault worker)
   zeroOnDemand: 3,
   duplicatesFault: 4, // EEXIST on the urgent path
   bytesUrgent: 5,
@@ -26,10 +26,12 @@ export const F = {
   oldestOutstandingMs: 16, // Date.now() of the oldest unanswered fault, 0 when none (stall detection)
   placedFault: 17, // pages this worker made present (zero pages included)
   placedBackground: 18,
+  // stream worker: requested pages that came back inline on the main stream (exec:, no urgent channel)
+  pagesOnDemandInline: 20,
 } as const;
 const FIELDS = 24;
-/** Int32 cells after the Float64 fields: [pages present (Atomics), blocks bound flag, faults outstanding, reserved]. */
-export const C = { present: 0, blocksBound: 1, outstanding: 2 } as const;
+/** Int32 cells after the Float64 fields: [pages present (Atomics), blocks bound flag, faults outstanding, urgent fd + 1 (0: none yet)]. */
+export const C = { present: 0, blocksBound: 1, outstanding: 2, urgentFd: 3 } as const;
 const CELLS = 4;
 export const HIST_BUCKETS = 1024;
 
@@ -133,7 +135,7 @@ export function snapshot(s: SharedStats, extra: {
   return {
     pagesTotal: extra.pagesTotal,
     pagesPresent: extra.pagesPresent,
-    pagesOnDemand: v[F.pagesOnDemand],
+    pagesOnDemand: v[F.pagesOnDemand] + v[F.pagesOnDemandInline],
     pagesBackground: v[F.pagesBackground],
     pagesZero: v[F.zeroOnDemand] + v[F.zeroBackground],
     pagesDuplicate: v[F.duplicatesFault] + v[F.duplicatesBackground],

@@ -18,9 +18,12 @@ export interface WorkerShared {
 
 export interface FaultWorkerData extends WorkerShared {
   role: 'fault';
-  /** Urgent connection (requests out, pages in), or -1 (exec / single channel: pages come on the main stream). */
+  /**
+   * Urgent connection (requests out, pages in), or -1: exec / single channel (pages come on the main
+   * stream), or not connected yet (the session publishes it later in the C.urgentFd stats cell + nudge).
+   */
   urgentFd: number;
-  /** Where requests are written: urgentFd, or the main return path. */
+  /** Where requests are written until an urgent connection is adopted: urgentFd, or the main return path. */
   requestFd: number;
   requestIsSocket: boolean;
   stopFd: number;

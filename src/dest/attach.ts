@@ -7,8 +7,8 @@
 import net from 'node:net';
 import createDebug from 'debug';
 import { Userfaultfd, type FeatureName } from '../uffd/index.js';
-import { connectUnix } from '../uffd/fdpass.js';
-import { libc, errno, strerror, koffi } from '../uffd/libc.js';
+import { connectUnix, sendBytesWithFds } from '../uffd/fdpass.js';
+import { closeFn } from '../uffd/libc.js';
 import { pageSize } from '../uffd/memory.js';
 import { createMigratableRegion, type MigratableRegion } from '../source/region.js';
 import { ControlReader, ControlProtocolError, type ControlMessage } from './control-reader.js';
@@ -125,50 +125,6 @@ export function describeRegions(regions: DestRegionSpec[], mode: DestMode, pid =
   return JSON.stringify({ version: 1, pid, mode, regions: out }) + '\n';
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// One sendmsg with SCM_RIGHTS and raw bytes. fdpass.ts's sendFds() wraps its payload in a "PCFD" frame,
-// which the control-socket contract (a bare JSON line, Firecracker-compatible) does not use.
-
-const sendmsgFn = libc.func('intptr_t sendmsg(int fd, void *msg, int flags)') as (fd: number, msg: Buffer, flags: number) => number | bigint;
-const pollFn = libc.func('int poll(void *fds, unsigned long nfds, int timeout)') as (fds: Buffer, n: number, t: number) => number;
-const MSG_NOSIGNAL = 0x4000;
-const EAGAIN = 11;
-const EINTR = 4;
-
-function sendBytesWithFds(sockFd: number, fds: number[], bytes: Buffer, timeoutMs: number): void {
-  const control = Buffer.alloc(16 + ((4 * fds.length + 7) & ~7));
-  control.writeBigUInt64LE(BigInt(16 + 4 * fds.length), 0); // cmsg_len
-  control.writeInt32LE(1, 8); // SOL_SOCKET
-  control.writeInt32LE(1, 12); // SCM_RIGHTS
-  fds.forEach((fd, i) => control.writeInt32LE(fd, 16 + 4 * i));
-  const deadline = Date.now() + timeoutMs;
-  let sent = 0;
-  while (sent < bytes.length) {
-    const chunk = bytes.subarray(sent);
-    const iov = Buffer.alloc(16);
-    iov.writeBigUInt64LE(BigInt(koffi.address(chunk) as bigint), 0);
-    iov.writeBigUInt64LE(BigInt(chunk.length), 8);
-    const msg = Buffer.alloc(56); // struct msghdr (LP64)
-    msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
-    msg.writeBigUInt64LE(1n, 24);
-    if (sent === 0 && fds.length) { // the fds ride on the first byte only
-      msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
-      msg.writeBigUInt64LE(BigInt(control.length), 40);
-    }
-    const r = Number(sendmsgFn(sockFd, msg, MSG_NOSIGNAL));
-    if (r > 0) { sent += r; continue; }
-    const e = errno();
-    if (e === EINTR) continue;
-    if (e !== EAGAIN || Date.now() > deadline) throw new AttachError('SEND', `sendmsg on the control socket failed: ${strerror(e)} after ${sent} of ${bytes.length} bytes`);
-    const pfd = Buffer.alloc(8);
-    pfd.writeInt32LE(sockFd, 0);
-    pfd.writeInt16LE(4, 4); // POLLOUT
-    pollFn(pfd, 1, Math.max(1, deadline - Date.now()));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-
 /**
  * Connect to the daemon's control socket and hand over the uffd (+ memfd) and the region table. Resolves
  * `state` with the source's blob when it arrives; `done` with the daemon's stats when every page is present.
@@ -188,10 +144,11 @@ export function attachToDaemon(controlPath: string, opts: AttachOptions): Daemon
     throw new AttachError('CONNECT', `cannot connect to the daemon's control socket ${controlPath}: ${(e as Error).message}`);
   }
   try {
-    sendBytesWithFds(sockFd, fds, line, opts.connectTimeoutMs ?? 5000);
+    // ONE sendmsg: SCM_RIGHTS on the first byte of the bare JSON line (no PCFD frame: MIGRATION.md step 1).
+    sendBytesWithFds(sockFd, fds, line, { timeoutMs: opts.connectTimeoutMs ?? 5000 });
   } catch (e) {
-    libc.func('int close(int fd)')(sockFd);
-    throw e;
+    closeFn(sockFd);
+    throw new AttachError('SEND', `sending the handshake on the control socket failed: ${(e as Error).message}`);
   }
   log('attached to %s: %d fds, %d regions, %s mode', controlPath, fds.length, opts.regions.length, mode);
 

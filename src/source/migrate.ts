@@ -45,6 +45,7 @@ export interface MigrateOptions {
   /**
    * Answer a request for a page that already went out in the background stream again on the urgent channel
    * (the copy in the stream may still be queued behind megabytes). QEMU 7.2 does not; default true.
+   * Never over exec: one pipe, so the earlier copy is already ahead of any answer.
    */
   resendRequested?: boolean;
   /** Target page size. Default 4096. */
@@ -176,6 +177,8 @@ class Session {
   private readonly urg: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
   private readonly pre: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
   private tRun = 0;
+  /** Re-send requested pages that already went out: only useful with a separate urgent channel (exec has one pipe, the earlier copy is ahead). */
+  private readonly resend: boolean;
 
   constructor(
     uri: string,
@@ -189,6 +192,7 @@ class Session {
     this.mainOut = transport.mainOut;
     this.mainIn = transport.mainIn;
     this.urgent = transport.urgent;
+    this.resend = opts.resendRequested !== false && transport.urgent !== undefined;
     this.stats = {
       uri, pageSize: map.pageSize, pagesTotal: map.totalPages, pagesBackground: 0, pagesUrgent: 0, pagesPrefault: 0,
       pagesResent: 0, pagesZero: 0, requests: 0, bytesMain: 0, bytesUrgent: 0, bytesTotal: 0, downtimeStart: 0,
@@ -310,7 +314,10 @@ class Session {
 
   private onTransportError(e: Error, channel: string): void {
     if (this.finished || this.failure) return;
-    this.fail(new MigrationError('TRANSPORT_ERROR', `${channel} channel: ${e.message} (${this.transport.describe()})`, { channel }, { cause: e }));
+    // SHUT(0) after every page went out: the destination is done and may hang up while our tail drains.
+    if (this.shutStatus === 0 && this.map.allSent) { log('%s channel: %s after SHUT(0), ignored', channel, e.message); return; }
+    const code = (e as NodeJS.ErrnoException).code;
+    this.fail(new MigrationError('TRANSPORT_ERROR', `${channel} channel failed mid-migration (${code ?? e.message}) with ${this.map.sentCount}/${this.map.totalPages} pages sent (${this.transport.describe()})`, { channel, errno: code, pagesSent: this.map.sentCount }, { cause: e }));
   }
 
   private fail(e: Error): void {
@@ -355,7 +362,7 @@ class Session {
       while (r.next < r.end) {
         const p = r.next;
         const already = sent[p] === 1;
-        if (already && !(r.requested && this.opts.resendRequested !== false)) { r.next++; continue; }
+        if (already && !(r.requested && this.resend)) { r.next++; continue; }
         if (pos + recMax > cap) return pos;
         pos = writePageRecord(buf, pos, chan, map, reader, r.block, p, counters);
         if (already) this.stats.pagesResent++;

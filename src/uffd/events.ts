@@ -6,7 +6,7 @@ import {
   EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, POLLIN, POLLFD_SIZE, POLLERR, POLLHUP, POLLNVAL,
 } from './abi.js';
 import { errno, readFn, writeFn, pollFn, closeFn, libc } from './libc.js';
-import { Errno, SyscallError, uffdError } from './errors.js';
+import { Errno, SyscallError, UffdError, uffdError } from './errors.js';
 
 const TWO32 = 4294967296;
 
@@ -26,7 +26,11 @@ export {
 
 /**
  * Batch reader over a userfaultfd. `read()` fills the buffer with up to `capacity` messages; the accessors
- * decode message i from the buffer. Non-blocking fds return 0 when nothing is pending; blocking fds wait.
+ * decode message i from the buffer; it returns 0 when nothing is pending.
+ * A fault loop polls before it reads, and poll() on a blocking uffd answers POLLERR while the read() that
+ * follows blocks (a stop request would never be seen). So by default the constructor makes the fd
+ * non-blocking (`blocking: 'set-nonblocking'`, see ensureNonBlocking); 'throw' refuses a blocking fd with a
+ * clear error instead, and 'allow' keeps it blocking for a reader that wants read() to wait (no poll).
  */
 export class UffdEventReader {
   readonly capacity: number;
@@ -36,8 +40,10 @@ export class UffdEventReader {
   private readonly u8: Uint8Array;
   private readonly u32: Uint32Array;
 
-  constructor(readonly fd: number, capacity = 64) {
+  constructor(readonly fd: number, capacity = 64, opts: { blocking?: 'set-nonblocking' | 'throw' | 'allow' } = {}) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 65536) throw new RangeError(`capacity must be 1..65536, got ${capacity}`);
+    const policy = opts.blocking ?? 'set-nonblocking';
+    if (policy !== 'allow') ensureNonBlocking(fd, policy === 'throw' ? 'throw' : 'set');
     this.capacity = capacity;
     const ab = new ArrayBuffer(capacity * UFFD_MSG_SIZE);
     this.buffer = Buffer.from(ab);
@@ -167,6 +173,35 @@ export function setNonBlocking(fd: number, on = true): void {
   if (fl < 0) throw new SyscallError('fcntl(F_GETFL)', errno());
   const want = on ? fl | O_NONBLOCK_FLAG : fl & ~O_NONBLOCK_FLAG;
   if (want !== fl && fcntlFn(fd, F_SETFL, want) < 0) throw new SyscallError('fcntl(F_SETFL)', errno());
+}
+
+/** Is O_NONBLOCK set on `fd`'s open file description? */
+export function isNonBlocking(fd: number): boolean {
+  const fl = fcntlFn(fd, F_GETFL, 0);
+  if (fl < 0) throw uffdError({ op: 'fcntl(F_GETFL)', errno: errno() });
+  return (fl & O_NONBLOCK_FLAG) !== 0;
+}
+
+/**
+ * Make a uffd fit for a poll()-driven fault loop. poll() on a *blocking* userfaultfd always answers POLLERR
+ * and the read() that follows blocks until a fault arrives: a loop that also waits for a stop eventfd would
+ * hang there. An fd received from elsewhere (SCM_RIGHTS, pidfd_getfd, a FORK event of a blocking parent)
+ * keeps its creator's flags, so `policy` says what to do when O_NONBLOCK is missing: 'set' it (the flag
+ * lives on the open file description, shared with every holder — harmless for a uffd nobody else reads),
+ * or 'throw' a UffdError that says so. Returns whether the fd was already non-blocking.
+ */
+export function ensureNonBlocking(fd: number, policy: 'set' | 'throw' = 'set'): boolean {
+  const fl = fcntlFn(fd, F_GETFL, 0);
+  if (fl < 0) throw uffdError({ op: 'fcntl(F_GETFL)', errno: errno() });
+  if (fl & O_NONBLOCK_FLAG) return true;
+  if (policy === 'throw') {
+    throw new UffdError({
+      op: 'poll(userfaultfd)', errno: Errno.EINVAL,
+      hint: `uffd ${fd} is blocking: poll() would answer POLLERR and read() would block; create it with nonBlocking: true or set O_NONBLOCK`,
+    });
+  }
+  if (fcntlFn(fd, F_SETFL, fl | O_NONBLOCK_FLAG) < 0) throw uffdError({ op: 'fcntl(F_SETFL, O_NONBLOCK)', errno: errno() });
+    return false;
 }
 
 export function closeFd(fd: number): void {

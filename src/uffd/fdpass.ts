@@ -7,6 +7,8 @@
 // Works on SOCK_SEQPACKET (preferred: one frame = one message, truncation is visible) and SOCK_STREAM
 // (the header is read first, then exactly the payload). Received fds are close-on-exec and are closed again
 // whenever the frame turns out to be bad, so a hostile peer cannot leak fds into us.
+// Raw mode (sendBytesWithFds / RawFdReceiver / recvBytesWithFds[Async]) sends and receives bare bytes with
+// the fds instead: the postcopy-daemon control socket's JSON line and Firecracker's JSON array.
 import type net from 'node:net';
 import createDebug from 'debug';
 import { libc, errno, strerror, koffi, closeFn, pollFn } from './libc.js';
@@ -203,12 +205,7 @@ export interface FdMessage {
 }
 
 function encodeFrame(fds: readonly number[], payload: unknown, maxPayload: number): Buffer {
-  if (!Array.isArray(fds) || fds.some((fd) => !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff)) {
-    throw new FdPassError('BAD_ARGUMENT', `fds must be non-negative integers, got ${JSON.stringify(fds)}`);
-  }
-  if (fds.length > MAX_FDS_PER_MESSAGE) {
-    throw new FdPassError('TOO_MANY_FDS', `${fds.length} fds in one message; the kernel allows ${MAX_FDS_PER_MESSAGE}`, { expected: MAX_FDS_PER_MESSAGE, got: fds.length });
-  }
+  checkFds(fds);
   let json: string | undefined;
   try {
     json = JSON.stringify(payload ?? null);
@@ -241,33 +238,7 @@ function limit(value: number | undefined, def: number, max: number, what: string
 export function sendFds(sockFd: number, fds: readonly number[], payload: unknown, opts: SendOptions = {}): void {
   const maxPayload = limit(opts.maxPayloadBytes, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, 'maxPayloadBytes');
   const frame = encodeFrame(fds, payload, maxPayload);
-  let control: Buffer | null = null;
-  if (fds.length > 0) {
-    control = Buffer.alloc(cmsgSpace(4 * fds.length));
-    control.writeBigUInt64LE(BigInt(CMSG_HDR_BYTES + 4 * fds.length), 0);
-    control.writeInt32LE(SOL_SOCKET, 8);
-    control.writeInt32LE(SCM_RIGHTS, 12);
-    fds.forEach((fd, i) => control!.writeInt32LE(fd, CMSG_HDR_BYTES + 4 * i));
-  }
-  const deadline = deadlineOf(opts.timeoutMs ?? 5000);
-  let sent = 0;
-  while (sent < frame.length) {
-    // The fds go with the first chunk only; a stream socket may accept the frame in pieces.
-    const { msg, keep } = buildMsghdr(frame.subarray(sent), sent === 0 ? control : null);
-    const r = Number(sendmsgFn(sockFd, msg, MSG_NOSIGNAL | MSG_DONTWAIT));
-    void keep;
-    if (r >= 0) {
-      sent += r;
-      continue;
-    }
-    const e = errno();
-    if (e === EINTR) continue;
-    if (e !== EAGAIN) throw sysError('sendmsg', e, e === 90 ? 'frame larger than the socket buffer: use a stream socket or a smaller payload' : '');
-    const left = msLeft(deadline);
-    if (left === 0 || pollOne(sockFd, POLLOUT, left) === 0) {
-      throw new FdPassError('ETIMEDOUT', `socket stayed full for ${opts.timeoutMs ?? 5000} ms after ${sent} of ${frame.length} bytes`);
-    }
-  }
+  sendAllWithControl(sockFd, frame, rightsControl(fds), opts.timeoutMs ?? 5000);
   log('sent %d fds + %d payload bytes on fd %d', fds.length, frame.length - HEADER_BYTES, sockFd);
 }
 
@@ -399,6 +370,220 @@ export function recvFds(sockFd: number, opts: RecvOptions = {}): FdMessage {
 export function tryRecvFds(sockFd: number, opts: RecvOptions = {}): FdMessage | null {
   const out = tryRecvOnce(sockFd, opts);
   return out.kind === 'message' ? out.message : null;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Raw mode: bytes + fds with no PCFD frame. The postcopy-daemon control socket speaks a bare JSON line
+// (MIGRATION.md) and Firecracker sends a bare JSON array with its uffd; both ride one sendmsg with the fds
+// on the first byte. The receiver takes fds from the first recvmsg that returns data only (later fds are a
+// misbehaving peer's: closed), stops at a delimiter or a caller-defined end, and closes every fd it took
+// whenever the message turns out bad, is cut short, or is abandoned.
+
+function rightsControl(fds: readonly number[]): Buffer | null {
+  if (fds.length === 0) return null;
+  const control = Buffer.alloc(cmsgSpace(4 * fds.length));
+  control.writeBigUInt64LE(BigInt(CMSG_HDR_BYTES + 4 * fds.length), 0);
+  control.writeInt32LE(SOL_SOCKET, 8);
+  control.writeInt32LE(SCM_RIGHTS, 12);
+  fds.forEach((fd, i) => control.writeInt32LE(fd, CMSG_HDR_BYTES + 4 * i));
+  return control;
+}
+
+function checkFds(fds: readonly number[]): void {
+  if (!Array.isArray(fds) || fds.some((fd) => !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff)) {
+    throw new FdPassError('BAD_ARGUMENT', `fds must be non-negative integers, got ${JSON.stringify(fds)}`);
+  }
+  if (fds.length > MAX_FDS_PER_MESSAGE) {
+    throw new FdPassError('TOO_MANY_FDS', `${fds.length} fds in one message; the kernel allows ${MAX_FDS_PER_MESSAGE}`, { expected: MAX_FDS_PER_MESSAGE, got: fds.length });
+  }
+}
+
+/** sendmsg all of `bytes`, the control message (fds) on the first chunk; EAGAIN waited out with poll. */
+function sendAllWithControl(sockFd: number, bytes: Uint8Array, control: Buffer | null, timeoutMs: number): void {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const deadline = deadlineOf(timeoutMs);
+  let sent = 0;
+  while (sent < buf.length) {
+    // The fds go with the first chunk only; a stream socket may accept the bytes in pieces.
+    const { msg, keep } = buildMsghdr(buf.subarray(sent), sent === 0 ? control : null);
+    const r = Number(sendmsgFn(sockFd, msg, MSG_NOSIGNAL | MSG_DONTWAIT));
+    void keep;
+    if (r >= 0) {
+      sent += r;
+      continue;
+    }
+    const e = errno();
+    if (e === EINTR) continue;
+    if (e !== EAGAIN) throw sysError('sendmsg', e, e === 90 ? 'message larger than the socket buffer: use a stream socket or a smaller payload' : '');
+    const left = msLeft(deadline);
+    if (left === 0 || pollOne(sockFd, POLLOUT, left) === 0) {
+      throw new FdPassError('ETIMEDOUT', `socket stayed full for ${timeoutMs} ms after ${sent} of ${buf.length} bytes`);
+    }
+  }
+}
+
+/**
+ * Raw mode: send `bytes` as they are (no frame) with `fds` as SCM_RIGHTS on the first byte, in one sendmsg
+ * when the socket takes it whole. Blocks (with poll) while the socket is full, up to `timeoutMs` (5 s).
+ */
+export function sendBytesWithFds(sockFd: number, fds: readonly number[], bytes: Uint8Array, opts: { timeoutMs?: number } = {}): void {
+  checkFds(fds);
+  if (bytes.length === 0) throw new FdPassError('BAD_ARGUMENT', 'raw mode needs at least one byte to carry the fds');
+  sendAllWithControl(sockFd, bytes, rightsControl(fds), opts.timeoutMs ?? 5000);
+  log('sent %d fds + %d raw bytes on fd %d', fds.length, bytes.length, sockFd);
+}
+
+export interface RawRecvOptions {
+  /** Accept at most this many fds (default 16, at most 253). More → CTRUNC, and all received fds are closed. */
+  maxFds?: number;
+  /** Accept at most this many bytes before the message is complete (default 64 KiB, at most 16 MiB). */
+  maxBytes?: number;
+  /** The message ends with this byte (default '\n'), included in `bytes`. Ignored when `complete` is given. */
+  delimiter?: number;
+  /**
+   * Decides where the message ends: its length once `received` holds a complete message, undefined while
+   * more bytes are needed. May throw to reject the bytes (the fds are closed and the error passed on).
+   */
+  complete?: (received: Buffer) => number | undefined;
+}
+
+export interface RawFdMessage {
+  /** Fds that came with the first bytes (close-on-exec). The caller owns (and closes) them. */
+  fds: number[];
+  /** The message, delimiter included. */
+  bytes: Buffer;
+  /** Bytes received after the message's end (a stream peer that sent more): the caller's to handle. */
+  rest: Buffer;
+}
+
+/**
+ * Incremental raw-mode receiver on a (typically non-blocking) socket: `poll()` never blocks; call it when
+ * the fd is readable (see recvBytesWithFds / recvBytesWithFdsAsync for the waiting). One instance per
+ * message.
+ */
+export class RawFdReceiver {
+  private readonly data: Buffer;
+  private got = 0;
+  private fds: number[] = [];
+  private firstData = true;
+  private readonly maxFds: number;
+  private readonly control: Buffer;
+  private readonly complete: (received: Buffer) => number | undefined;
+
+  constructor(readonly sockFd: number, opts: RawRecvOptions = {}) {
+    this.maxFds = limit(opts.maxFds, 16, MAX_FDS_PER_MESSAGE, 'maxFds');
+    this.data = Buffer.alloc(limit(opts.maxBytes, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, 'maxBytes'));
+    this.control = Buffer.alloc(cmsgSpace(4 * Math.max(1, this.maxFds)));
+    const delim = opts.delimiter ?? 0x0a;
+    this.complete = opts.complete ?? ((b) => { const i = b.indexOf(delim); return i < 0 ? undefined : i + 1; });
+  }
+
+  /** Bytes and fds received so far (for messages). */
+  get progress(): string {
+    return `${this.got} bytes, ${this.fds.length} fds`;
+  }
+
+  /** The message when complete, null when more bytes are needed (EAGAIN). Throws FdPassError (fds closed). */
+  poll(): RawFdMessage | null {
+    try {
+      for (;;) {
+        if (!this.recvOnce()) return null;
+        const received = this.data.subarray(0, this.got);
+        const end = this.complete(received);
+        if (end !== undefined) {
+          const bytes = Buffer.from(received.subarray(0, end));
+          const rest = Buffer.from(received.subarray(end));
+          log('received %d fds + %d raw bytes on fd %d', this.fds.length, bytes.length, this.sockFd);
+          return { fds: this.fds.splice(0), bytes, rest };
+        }
+      }
+    } catch (e) {
+      this.abandon();
+      throw e;
+    }
+  }
+
+  /** Close whatever fds arrived (timeout, error, giving up). */
+  abandon(): void {
+    closeQuietly(this.fds.splice(0));
+  }
+
+  /** One recvmsg; false on EAGAIN. */
+  private recvOnce(): boolean {
+    if (this.got >= this.data.length) {
+      throw new FdPassError('PAYLOAD_TOO_LARGE', `message not complete within ${this.data.length} bytes`, { expected: this.data.length, got: this.got });
+    }
+    const { msg, keep } = buildMsghdr(this.data.subarray(this.got), this.control);
+    let r: number;
+    for (;;) {
+      r = Number(recvmsgFn(this.sockFd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+      if (r >= 0) break;
+      const e = errno();
+      if (e === EINTR) continue;
+      if (e === EAGAIN) return false;
+      throw sysError('recvmsg', e);
+    }
+    void keep;
+    const fds = parseRights(this.control, Number(msg.readBigUInt64LE(40)));
+    const flags = msg.readInt32LE(48);
+    if (this.firstData && r > 0) this.fds.push(...fds);
+    else if (fds.length > 0) {
+      // Fds ride on the first byte; any found later come from a misbehaving peer: close them.
+      log('closing %d stray fds received after the first bytes', fds.length);
+      closeQuietly(fds);
+    }
+    if (flags & MSG_CTRUNC) {
+      throw new FdPassError('CTRUNC', `sender passed more fds than the ${this.maxFds} accepted (MSG_CTRUNC); extras were dropped`, { expected: this.maxFds, got: fds.length });
+    }
+    if (r === 0) {
+      if (this.got === 0 && this.fds.length === 0) throw new FdPassError('EOF', 'peer closed the socket without sending anything');
+      throw new FdPassError('TRUNCATED', `peer closed after ${this.got} bytes of an incomplete message`, { got: this.got });
+    }
+    this.firstData = false;
+    this.got += r;
+    return true;
+  }
+}
+
+/** Raw-mode receive, waiting in poll (this thread blocks) up to `timeoutMs` (default forever). */
+export function recvBytesWithFds(sockFd: number, opts: RawRecvOptions & { timeoutMs?: number } = {}): RawFdMessage {
+  const rx = new RawFdReceiver(sockFd, opts);
+  const deadline = deadlineOf(opts.timeoutMs);
+  for (;;) {
+    const m = rx.poll();
+    if (m) return m;
+    const left = msLeft(deadline);
+    const rev = left === 0 ? 0 : pollOne(sockFd, POLLIN, left);
+    if (rev === 0 || rev & POLLNVAL) {
+      const p = rx.progress;
+      rx.abandon();
+      if (rev & POLLNVAL) throw new FdPassError('EBADF', `fd ${sockFd} is not open`);
+      throw new FdPassError('ETIMEDOUT', `no complete message within ${opts.timeoutMs} ms (${p} so far)`, { got: p });
+    }
+  }
+}
+
+/** Raw-mode receive without blocking the event loop (waitFd between non-blocking attempts). */
+export async function recvBytesWithFdsAsync(sockFd: number, opts: RawRecvOptions & WaitOptions = {}): Promise<RawFdMessage> {
+  const rx = new RawFdReceiver(sockFd, opts);
+  const deadline = deadlineOf(opts.timeoutMs);
+  try {
+    for (;;) {
+      const m = rx.poll();
+      if (m) return m;
+      const left = msLeft(deadline);
+      const timedOut = (): FdPassError => new FdPassError('ETIMEDOUT', `no complete message within ${opts.timeoutMs} ms (${rx.progress} so far)`, { got: rx.progress });
+      if (left === 0) throw timedOut();
+      await waitFd(sockFd, 'readable', { ...opts, timeoutMs: left < 0 ? undefined : left }).catch((e: FdPassError) => {
+        if (e.code === 'ETIMEDOUT') throw timedOut();
+        if (e.code === 'ABORTED') throw new FdPassError('ABORTED', `receive aborted (${rx.progress} so far)`, { got: rx.progress });
+        throw e;
+      });
+    }
+  } catch (e) {
+    rx.abandon();
+    throw e;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -8,3 +8,4 @@ export * from './memory.js';
 export * from './fdpass.js';
 export { libc, errno, strerror, koffi } from './libc.js';
 export * from './pidfd.js';
+export * from './fault-server.js';

@@ -17,6 +17,7 @@ import {
 } from './abi.js';
 import { errno, ioctlPtr, ioctlInt, syscall6, openFn, closeFn } from './libc.js';
 import { Errno, UffdError, UffdFeatureError, UffdPermissionError, uffdError } from './errors.js';
+import { ensureNonBlocking } from './events.js';
 import { encodeFeatures, decodeFeatures, hasFeature, featureBit, type DecodedMask } from './features.js';
 
 const log = createDebug('postcopy:uffd');
@@ -264,8 +265,12 @@ export class Userfaultfd {
   /**
    * Wrap an fd that already did the handshake (received over SCM_RIGHTS, or a FORK event's fd).
    * Features are read from /proc/self/fdinfo when not given.
+   * The fd keeps its creator's O_NONBLOCK state. Ioctls do not care, but a poll()-driven fault loop does
+   * (POLLERR, then a read() that blocks): `nonBlocking: 'set'` switches it on here, 'throw' refuses a
+   * blocking fd (UffdEventReader does the same by default).
    */
-  static fromFd(fd: number, features?: bigint): Userfaultfd {
+  static fromFd(fd: number, features?: bigint, opts: { nonBlocking?: 'set' | 'throw' | 'keep' } = {}): Userfaultfd {
+    if (opts.nonBlocking && opts.nonBlocking !== 'keep') ensureNonBlocking(fd, opts.nonBlocking);
     return new Userfaultfd(fd, features ?? readFdinfoFeatures(fd) ?? 0n, 0n);
   }
 
@@ -434,15 +439,27 @@ export class Userfaultfd {
   }
 }
 
-/** The enabled feature mask of a handshaken uffd, from /proc/self/fdinfo ("API:\t<api>:<features>:<ioctls>"). */
+/**
+ * Bits of the fdinfo feature word that are kernel bookkeeping, not features: the kernel keeps ctx->features
+ * in an unsigned int and uses bit 31 as UFFD_FEATURE_INITIALIZED (set once UFFDIO_API succeeded). Only bits
+ * 0..30 can be uAPI features, so everything from bit 31 up is masked out (unknown bits below stay: a newer
+ * kernel's feature is still a feature).
+ */
+export const UFFD_FDINFO_INTERNAL_BITS = ~((1n << 31n) - 1n) & 0xffffffffffffffffn;
+
+/** The feature mask in an fdinfo text ("API:\t<api>:<features>:<ioctls>"), internal bits removed. */
+export function parseFdinfoFeatures(text: string): bigint | undefined {
+  const m = /^API:\s*([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)/m.exec(text);
+  return m ? BigInt(`0x${m[2]}`) & ~UFFD_FDINFO_INTERNAL_BITS : undefined;
+}
+
+/** The enabled feature mask of a handshaken uffd, from /proc/self/fdinfo (kernel-internal bits removed). */
 export function readFdinfoFeatures(fd: number): bigint | undefined {
+  let text: string;
   try {
-    const text = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
-    const m = /^API:\s*([0-9a-f]+):([0-9a-f]+):([0-9a-f]+)/m.exec(text);
-    // Bit 31 is the kernel-internal UFFD_FEATURE_INITIALIZED marker, not a feature.
-    return m ? BigInt(`0x${m[2]}`) & ~(1n << 31n) : undefined;
+    text = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
   } catch {
     return undefined;
   }
+  return parseFdinfoFeatures(text);
 }
-

@@ -26,7 +26,7 @@
 // "write the view, then markPageCached" is safe only for pages the caller knows are not present yet).
 import createDebug from 'debug';
 import { Userfaultfd } from '../uffd/userfaultfd.js';
-import { UffdEventReader, Poller, createEventfd, eventfdWrite, eventfdRead, closeFd, type UffdEvent } from '../uffd/events.js';
+import { UffdEventReader, Poller, createEventfd, eventfdWrite, eventfdRead, closeFd, setNonBlocking, type UffdEvent } from '../uffd/events.js';
 import {
   pageSize as hostPageSize, createMemfd, mapFd, mapAnonymous, fallocate, addressOf, type MemoryRegion,
 } from '../uffd/memory.js';
@@ -39,7 +39,6 @@ import { PageStateMap, PAGE_PRESENT, PAGE_PLACING } from './page-state.js';
 import { offsetSlots, dataViewOf, putOffset, getOffset } from './offsets.js';
 import { UMEM_OFFSET_BYTES } from './constants.js';
 import { Backoff } from './backoff.js';
-import { setNonBlocking } from './fd-flags.js';
 
 const log = createDebug('postcopy:umem');
 

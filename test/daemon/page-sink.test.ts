@@ -5,15 +5,15 @@ import { PageSink } from '../../src/daemon/page-sink.js';
 import { WireMap } from '../../src/daemon/regions.js';
 import { SharedStats, F } from '../../src/daemon/stats.js';
 import { ProtocolError, type RamRecord } from '../../src/protocol/index.js';
-import type { UmemDevice } from '../../src/umem-compat/index.js';
+import { PageStateMap, type UmemDevice } from '../../src/umem-compat/index.js';
 import { viewAt } from '../../src/uffd/memory.js';
 
 const PS = 4096;
 type Call = { op: 'copy' | 'zero'; first: number; count: number; bytes?: number[] };
 
-function fakeDevice(pageCount: number, calls: Call[], failWith = 0): UmemDevice {
+function fakeDevice(pageCount: number, calls: Call[], failWith = 0, pageState = new PageStateMap(pageCount)): UmemDevice {
   return {
-    pageSize: PS, pageCount, stats: { eagain: 0 },
+    pageSize: PS, pageCount, stats: { eagain: 0 }, pageState,
     placeFromAddressRaw(first: number, count: number, src: number): number {
       if (failWith) return -failWith;
       // Record the first byte of each page as the kernel would read it from the staging address.
@@ -115,4 +115,22 @@ test('a failed placement is a DaemonError; ESRCH means the destination process i
   const { s: s2 } = sink(calls, { fail: 22 });
   s2.add(page('a', 0, 1));
   t.is((t.throws(() => s2.flush()) as { code?: string }).code, 'PLACE_FAILED');
+});
+
+test('background sink: pages the fault worker requested count as on demand when they arrive inline (exec:)', (t) => {
+  const calls: Call[] = [];
+  const state = new PageStateMap(80);
+  for (const p of [2, 3, 10]) state.tryRequest(p);
+  const stats = new SharedStats();
+  const s = new PageSink(fakeDevice(80, calls, 0, state), wire(), stats, 'background', () => {});
+  for (let n = 0; n < 6; n++) s.add(page('a', n, n + 1));
+  s.add(page('a', 10, 9));
+  s.flush();
+  t.is(stats.v[F.pagesOnDemandInline], 3, 'pages 2, 3 and 10 were requested');
+  t.is(stats.v[F.pagesBackground], 4, 'the others are background');
+  const fault = new PageSink(fakeDevice(80, [], 0, state), wire(), stats, 'fault', () => {});
+  fault.add(page('a', 20, 1));
+  fault.flush();
+  t.is(stats.v[F.pagesOnDemand], 1, 'the fault sink counts its own pages as on demand');
+  t.is(stats.v[F.pagesOnDemandInline], 3, 'and never touches the stream worker\'s field');
 });

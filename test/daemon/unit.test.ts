@@ -11,9 +11,9 @@ import { parseListenSpec } from '../../src/daemon/listener.js';
 import { recvHello, ControlClient } from '../../src/daemon/control.js';
 import { DaemonError } from '../../src/daemon/errors.js';
 import { ProtocolError, ReturnPathDecoder, encodeReturnPathShut, encodeReturnPathReqPages } from '../../src/protocol/index.js';
-import { unixSocketPair, sendFds } from '../../src/uffd/fdpass.js';
+import { unixSocketPair, sendFds, sendBytesWithFds as sendRaw } from '../../src/uffd/fdpass.js';
 import { createEventfd, closeFd } from '../../src/uffd/events.js';
-import { libc, koffi } from '../../src/uffd/libc.js';
+import { libc } from '../../src/uffd/libc.js';
 
 const PS = 4096;
 const region = (name: string, base: number, size: number, offset = 0) => ({
@@ -205,30 +205,8 @@ test('parseListenSpec: tcp (port 0 allowed, IPv6), unix, exec; clear errors othe
 // ---------------------------------------------------------------------------------------------------------
 // control handshake over a real socketpair
 
-const sendmsgFn = libc.func('intptr_t sendmsg(int fd, void *msg, int flags)');
 const writeFn = libc.func('intptr_t write(int fd, const void *buf, size_t n)');
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)');
-
-/** Raw sendmsg of bytes with SCM_RIGHTS fds (the bare-JSON handshake of MIGRATION.md / Firecracker). */
-function sendRaw(fd: number, fds: number[], bytes: Buffer): void {
-  const control = Buffer.alloc(16 + ((4 * fds.length + 7) & ~7));
-  control.writeBigUInt64LE(BigInt(16 + 4 * fds.length), 0);
-  control.writeInt32LE(1, 8);
-  control.writeInt32LE(1, 12);
-  fds.forEach((f, i) => control.writeInt32LE(f, 16 + 4 * i));
-  const iov = Buffer.alloc(16);
-  iov.writeBigUInt64LE(BigInt(koffi.address(bytes) as bigint), 0);
-  iov.writeBigUInt64LE(BigInt(bytes.length), 8);
-  const msg = Buffer.alloc(56);
-  msg.writeBigUInt64LE(BigInt(koffi.address(iov) as bigint), 16);
-  msg.writeBigUInt64LE(1n, 24);
-  if (fds.length) {
-    msg.writeBigUInt64LE(BigInt(koffi.address(control) as bigint), 32);
-    msg.writeBigUInt64LE(BigInt(control.length), 40);
-  }
-  t_assert(Number(sendmsgFn(fd, msg, 0x4000)) === bytes.length);
-}
-function t_assert(ok: boolean): void { if (!ok) throw new Error('sendmsg failed'); }
 const isOpen = (fd: number): boolean => (fcntlFn(fd, 1 /* F_GETFD */, 0) as number) >= 0;
 
 test('recvHello: a bare JSON line with two fds (MIGRATION.md), split over two writes', (t) => {

@@ -5,7 +5,6 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ControlServer, placeAll } from './fake-daemon.js';
 import { ControlReader, ControlProtocolError } from '../../src/dest/control-reader.js';
@@ -13,6 +12,8 @@ import { attachToDaemon, prepareDestRegion, describeRegions, AttachError } from 
 import { createMigratableRegion } from '../../src/source/region.js';
 import { createWorkload, windowsFromView, type AccessPattern } from '../../examples/toy/workload.js';
 import { buildCToy, haveCompiler } from '../../examples/c-toy/build.js';
+import { spawnWithTimeout } from '../helpers/child.js';
+import { referenceRun } from '../helpers/workload.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TOY_MAIN = path.resolve(here, '../../examples/toy/main.js');
@@ -23,32 +24,10 @@ test.after.always(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const SIZE = 8 * 1024 * 1024;
 
-function reference(pattern: AccessPattern, seed: number, steps: number): string {
-  const mem = new Uint8Array(SIZE);
-  const w = createWorkload({ size: SIZE, pattern, seed });
-  w.init(windowsFromView(SIZE, (o, l) => mem.subarray(o, o + l)));
-  w.step(steps);
-  return w.digest();
-}
-
-interface ChildOut { code: number | null; signal: string | null; stdout: string; stderr: string; timedOut: boolean }
-function startChild(cmd: string, args: string[], timeoutMs = 30_000): { done: Promise<ChildOut>; kill(): void } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '', stderr = '', timedOut = false;
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
-  const done = new Promise<ChildOut>((resolve) => child.on('close', (code, signal) => {
-    clearTimeout(timer);
-    resolve({ code, signal, stdout, stderr, timedOut });
-  }));
-  return { done, kill: () => child.kill('SIGKILL') };
-}
-
 /** Source at step M on a memfd region → fake daemon → destination child running to K. */
 async function migrateThroughFakeDaemon(t: import('ava').ExecutionContext, dest: 'ts' | 'c', mode: 'missing' | 'minor', pattern: AccessPattern): Promise<void> {
   const M = 40_000, K = 100_000, seed = 21;
-  const expected = reference(pattern, seed, K);
+  const expected = referenceRun(SIZE, pattern, seed, K).digest;
   const src = createMigratableRegion(SIZE, 'toy.ram');
   const w = createWorkload({ size: SIZE, pattern, seed });
   w.init(windowsFromView(SIZE, (o, l) => src.view(o, l)));
@@ -56,12 +35,12 @@ async function migrateThroughFakeDaemon(t: import('ava').ExecutionContext, dest:
   const state = w.snapshotState();
 
   const control = sockPath();
-  const server = await ControlServer.listen(control);
+  const server = await ControlServer.listen(control, { handshakeTimeoutMs: 10_000 });
   const args = ['dest', '--control', control, '--size', String(SIZE), '--steps', String(K), '--mode', mode];
-  const child = dest === 'ts' ? startChild(process.execPath, [TOY_MAIN, ...args]) : startChild(buildCToy(), args);
+  const child = dest === 'ts' ? spawnWithTimeout(process.execPath, [TOY_MAIN, ...args], { timeoutMs: 30_000 }) : spawnWithTimeout(buildCToy(), args, { timeoutMs: 30_000 });
   try {
     const client = await Promise.race([
-      server.accept({ handshakeTimeoutMs: 10_000 }),
+      server.accept(),
       child.done.then((o) => { throw new Error(`destination exited before attaching: ${o.stderr}`); }),
     ]);
     t.is(client.hello.mode, mode);
@@ -110,10 +89,10 @@ ctest('C toy destination, minor mode', async (t) => {
 
 async function attachPair(): Promise<{ server: ControlServer; dest: ReturnType<typeof prepareDestRegion>; att: ReturnType<typeof attachToDaemon>; client: Awaited<ReturnType<ControlServer['accept']>> }> {
   const control = sockPath();
-  const server = await ControlServer.listen(control);
+  const server = await ControlServer.listen(control, { handshakeTimeoutMs: 5000 });
   const dest = prepareDestRegion({ size: 64 * 1024, mode: 'missing' });
   const att = attachToDaemon(control, { uffd: dest.uffd, memfdFd: dest.region.fd, regions: [dest.spec], mode: 'missing' });
-  const client = await server.accept({ handshakeTimeoutMs: 5000 });
+  const client = await server.accept();
   return { server, dest, att, client };
 }
 

@@ -5,22 +5,16 @@ import {
   createWorkload, windowsFromView, parsePattern, parseSize, describeState, isInitiallyZeroPage,
   PATTERNS, STATE_SIZE, PAGE_SIZE, WorkloadError, type AccessPattern,
 } from '../../examples/toy/workload.js';
+import { referenceRun, windowsOf } from '../helpers/workload.js';
 
 const SIZE = 2 * 1024 * 1024; // 512 pages
 
 function memory(size = SIZE): Uint8Array {
   return new Uint8Array(size);
 }
-function windows(mem: Uint8Array): Uint32Array[] {
-  return windowsFromView(mem.length, (o, l) => mem.subarray(o, o + l));
-}
-function straightRun(pattern: AccessPattern, seed: number, steps: number, size = SIZE): { digest: string; mem: Uint8Array } {
-  const mem = memory(size);
-  const w = createWorkload({ size, pattern, seed });
-  w.init(windows(mem));
-  w.step(steps);
-  return { digest: w.digest(), mem };
-}
+const windows = windowsOf;
+const straightRun = (pattern: AccessPattern, seed: number, steps: number, size = SIZE): { digest: string; mem: Uint8Array } =>
+  referenceRun(size, pattern, seed, steps);
 
 for (const pattern of PATTERNS) {
   test(`${pattern}: two reference runs give the same digest`, (t) => {

@@ -3,10 +3,11 @@
 // Why a process and not a worker: a thread blocked in a fault (or in a synchronous koffi call) cannot be
 // terminated, and it makes process exit hang (baseline.md §2.6). A child process can always be SIGKILLed.
 //
-// Two ways to use it:
+// Three ways to use it:
 //   runChild({ script, args })              spawn `node <script> <JSON args>` (a self-contained script)
 //   runInChild(moduleUrl, 'exportName', a)  fork the runner below, which imports the module and calls the
 //                                           named export with `a`; its return value comes back as `result`.
+//   spawnWithTimeout(cmd, args)             any command (a CLI, the C toy), output collected.
 // In either child, `sendToParent(x)` posts a message the parent collects in `messages`.
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -115,6 +116,28 @@ export function runInChild(moduleUrl: string, exportName: string, args?: unknown
     gid: opts.gid,
   });
   return collect(child, timeoutMs, started);
+}
+
+/**
+ * Spawn any command with piped stdout/stderr and a hard timeout (SIGKILL). `done` resolves when it has
+ * exited (never rejects); `kill()` ends it early.
+ */
+export function spawnWithTimeout(cmd: string, args: string[], opts: ChildOptions = {}): { child: ChildProcess; done: Promise<ChildResult>; kill(): void } {
+  const started = Date.now();
+  const child = spawn(cmd, [...(opts.execArgv ?? []), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+    uid: opts.uid,
+    gid: opts.gid,
+  });
+  return { child, done: collect(child, opts.timeoutMs ?? 20_000, started), kill: () => { child.kill('SIGKILL'); } };
+}
+
+/** Run a command to its end (hard timeout, default 60 s); its stdout, or an Error saying what went wrong. */
+export async function runCommand(cmd: string, args: string[], opts: ChildOptions = {}): Promise<string> {
+  const r = await spawnWithTimeout(cmd, args, { timeoutMs: 60_000, ...opts }).done;
+  if (!r.ok) throw new Error(`${path.basename(cmd)} ${args.join(' ')}: ${r.summary}`);
+  return r.stdout;
 }
 
 /** True when this process is a child started by runInChild (so a test file can skip registering tests). */

@@ -161,7 +161,7 @@ test('exec: transport through a relay command (single bidirectional pipe, reques
   try {
     const stats = await withTimeout(migrate(`exec:${process.execPath} ${relay} ${sockPath}`, { regions: [a], state: STATE }), 20000, 'migrate exec');
     const result = await withTimeout(rx.result, 5000, 'receiver');
-    checkImage(t, [a], result, true);
+    checkImage(t, [a], result); // exactly once: no re-send over a single pipe
     t.is(result.urgentEos, 0);
     t.is(stats.shutStatus, 0);
     t.is(stats.requests, 1);
@@ -244,6 +244,20 @@ test('destination failure: SHUT(1) → DESTINATION_FAILED; closing without SHUT 
   rx2.close();
   const err2 = await withTimeout(p, 10000, 'no shut');
   t.true((err2 as MigrationError)?.code === 'NO_SHUT' || (err2 as MigrationError)?.code === 'TRANSPORT_ERROR', String(err2));
+});
+
+test('the destination disappears mid-stream; an exec command that exits at once: clear errors, no hang', async (t) => {
+  t.timeout(30000);
+  const a = heapRegion('gone', 8192); // 32 MiB: still streaming when the receiver hangs up
+  const rx = await startReceiver('tcp', { shutStatus: null, onRun: () => { setTimeout(() => rx.close(), 5); } });
+  const err = await withTimeout(migrate(rx.uri, { regions: [a], state: STATE }).then(() => null, (e) => e), 10000, 'hang-up');
+  t.true(err instanceof MigrationError, String(err));
+  t.true(['TRANSPORT_CLOSED', 'TRANSPORT_ERROR'].includes((err as MigrationError).code), (err as Error).message);
+  t.log((err as Error).message);
+  const err2 = await withTimeout(migrate('exec:echo oops >&2; exit 3', { regions: [a], state: STATE }).then(() => null, (e) => e), 10000, 'exec exit');
+  t.true(err2 instanceof MigrationError, String(err2));
+  t.regex((err2 as Error).message, /exec:echo oops/);
+  t.log((err2 as Error).message);
 });
 
 test('abort signal and connect errors', async (t) => {

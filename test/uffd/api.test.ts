@@ -3,7 +3,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import {
   Userfaultfd, UffdError, UffdInvalidError, UffdFeatureError, UffdEventReader, decodeFeatures, encodeFeatures,
-  featureBit, FEATURE_NAMES, KNOWN_FEATURES_MASK, DEFAULT_FEATURES, readFdinfoFeatures, UFFD_API, uffdError, Errno,
+  featureBit, FEATURE_NAMES, KNOWN_FEATURES_MASK, DEFAULT_FEATURES, readFdinfoFeatures, parseFdinfoFeatures, UFFD_FDINFO_INTERNAL_BITS,
+  ensureNonBlocking, isNonBlocking, UFFD_API, uffdError, Errno,
   UffdExistsError, UffdAgainError, UffdNoEntryError, UffdNoProcessError, UffdBusyError, UffdNoMemoryError, UffdPermissionError,
 } from '../../src/uffd/index.js';
 import { runInChild } from '../helpers/child.js';
@@ -179,4 +180,46 @@ const nobodyCanRun = process.getuid?.() === 0;
     t.is(res.device.code, 'EPERM');
     t.regex(res.device.message!, /\/dev\/userfaultfd/);
   }
+});
+
+test('fdinfo features: the kernel-internal UFFD_FEATURE_INITIALIZED bit (1 << 31) and anything above is masked out', (t) => {
+  // The kernel prints ctx->features, which carries bit 31 once UFFDIO_API succeeded.
+  t.is(parseFdinfoFeatures('pos:\t0\nflags:\t02004002\nAPI:\taa:80000041:c000000000000003\n'), 0x41n);
+  t.is(parseFdinfoFeatures('API:\taa:ffffffffffffffff:0\n'), (1n << 31n) - 1n, 'only bits 0..30 can be features');
+  t.is(parseFdinfoFeatures('API:\taa:40000000:0\n'), 0x40000000n, 'an unknown bit below 31 is kept (a newer kernel\'s feature)');
+  t.is(parseFdinfoFeatures('flags:\t02\n'), undefined, 'no API line: unknown');
+  t.is(UFFD_FDINFO_INTERNAL_BITS & KNOWN_FEATURES_MASK, 0n, 'no named feature is treated as internal');
+  const u = Userfaultfd.open({ features: ['THREAD_ID'] });
+  try {
+    const raw = /^API:\s*[0-9a-f]+:([0-9a-f]+):/m.exec(fs.readFileSync(`/proc/self/fdinfo/${u.fd}`, 'utf8'))?.[1];
+    t.log(`fdinfo feature word on this kernel: 0x${raw}`);
+    const got = readFdinfoFeatures(u.fd)!;
+    t.is(got & (1n << 31n), 0n, 'bit 31 never reported');
+    t.is(got, u.features);
+    t.is(Userfaultfd.fromFd(u.fd).features, u.features, 'fromFd reads the real features');
+  } finally { u.close(); }
+});
+
+test('blocking uffd: ensureNonBlocking sets O_NONBLOCK or throws a clear error; fromFd and UffdEventReader apply it', (t) => {
+  const u = Userfaultfd.open(); // blocking by default
+  try {
+    t.false(isNonBlocking(u.fd));
+    const err = t.throws(() => ensureNonBlocking(u.fd, 'throw'));
+    t.regex(err?.message ?? '', /blocking.*POLLERR/);
+    t.throws(() => new UffdEventReader(u.fd, 8, { blocking: 'throw' }), { message: /O_NONBLOCK/ });
+    t.false(isNonBlocking(u.fd), 'throw leaves the fd alone');
+    new UffdEventReader(u.fd, 8, { blocking: 'allow' });
+    t.false(isNonBlocking(u.fd), "'allow' keeps a blocking reader");
+    Userfaultfd.fromFd(u.fd, undefined, { nonBlocking: 'keep' });
+    t.false(isNonBlocking(u.fd));
+    const r = new UffdEventReader(u.fd); // default: make it pollable
+    t.true(isNonBlocking(u.fd));
+    t.is(r.read(), 0, 'read returns 0 at once instead of blocking');
+    t.true(ensureNonBlocking(u.fd), 'already non-blocking');
+  } finally { u.close(); }
+  const v = Userfaultfd.open();
+  try {
+    Userfaultfd.fromFd(v.fd, undefined, { nonBlocking: 'set' });
+    t.true(isNonBlocking(v.fd));
+  } finally { v.close(); }
 });

@@ -9,10 +9,11 @@ import { spawn } from 'node:child_process';
 import { libc, errno } from '../../src/uffd/libc.js';
 import {
   sendFds, recvFds, tryRecvFds, unixSocketPair, FdChannel, FdServer, FdPassError, MAX_FDS_PER_MESSAGE,
+  sendBytesWithFds, recvBytesWithFds, recvBytesWithFdsAsync, RawFdReceiver,
 } from '../../src/uffd/fdpass.js';
 import { pidfdOpen, pidfdGetfd } from '../../src/uffd/pidfd.js';
 import { runInChild } from '../helpers/child.js';
-import { Userfaultfd } from '../../src/uffd/userfaultfd.js';
+import { Userfaultfd, parseFdinfoFeatures } from '../../src/uffd/userfaultfd.js';
 import { createMemfd, mapFd, addressOf, pageSize } from '../../src/uffd/memory.js';
 import { pageByte, sum, type Handover } from './children/fdpass-child.js';
 
@@ -279,8 +280,8 @@ test('uffd + memfd to a child process and back: bytes match, the child resolves 
     const reply = back.payload as { seenSum: number; copied: number; uffdKind: string; features: string };
     t.is(reply.seenSum, handover.prefilledSum, 'child saw the same memfd bytes');
     t.regex(reply.uffdKind, /userfaultfd/);
-    // fdinfo may also show the kernel-internal UFFD_FEATURE_INITIALIZED bit (1 << 31): compare the real bits.
-    t.is(BigInt(`0x${reply.features}`) & 0x7fffffffn, uffd.features, 'the received uffd carries our handshake');
+    // The child reports fdinfo's raw word, which carries the kernel-internal bit 31: parse it our way.
+    t.is(parseFdinfoFeatures(`API:\t0:${reply.features}:0`), uffd.features, 'the received uffd carries our handshake');
     t.is(reply.copied, (pages - prefilled) * pageSize);
     // The pages the child copied are in the memfd now (read through the unregistered mapping).
     const filled = plain.view(prefilled * pageSize, (pages - prefilled) * pageSize);
@@ -301,4 +302,104 @@ test('uffd + memfd to a child process and back: bytes match, the child resolves 
     server.close();
     registered.unmap(); plain.unmap(); memfd.close(); uffd.close();
   }
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Raw mode: bare bytes + fds (the daemon's JSON-line control handshake, Firecracker's JSON array)
+
+test('raw mode: one sendmsg of a JSON line with two fds; the line split over two writes still arrives whole', (t) => {
+  const [a, b] = unixSocketPair('stream');
+  const [r, w] = makePipe();
+  const line = Buffer.from(JSON.stringify({ version: 1, mode: 'missing' }) + '\n');
+  sendBytesWithFds(a, [r, w], line.subarray(0, 7));
+  rawWrite(a, line.subarray(7));
+  rawWrite(a, Buffer.from('{"next"')); // what follows the delimiter comes back as `rest`
+  const m = recvBytesWithFds(b, { timeoutMs: 2000 });
+  t.is(m.fds.length, 2);
+  t.true(m.fds.every(isCloexec), 'received fds are close-on-exec');
+  t.is(fdTarget(m.fds[0]), fdTarget(r));
+  t.deepEqual(m.bytes, line);
+  t.is(m.rest.toString(), '{"next"');
+  [...m.fds, a, b, r, w].forEach((fd) => closeFn(fd));
+});
+
+test('raw mode: a caller-defined end (Firecracker array without newline) and a length limit', (t) => {
+  const [a, b] = unixSocketPair('stream');
+  const [r, w] = makePipe();
+  const arr = Buffer.from(JSON.stringify([{ base_host_virt_addr: 4096, size: 4096, offset: 0, page_size: 4096 }]));
+  sendBytesWithFds(a, [r], arr);
+  const parses = (buf: Buffer): number | undefined => { try { JSON.parse(buf.toString()); return buf.length; } catch { return undefined; } };
+  const m = recvBytesWithFds(b, { timeoutMs: 2000, complete: parses });
+  t.is(m.fds.length, 1);
+  t.deepEqual(JSON.parse(m.bytes.toString()), JSON.parse(arr.toString()));
+  // No delimiter within maxBytes: refused, and the fds that came with it are closed.
+  const before = openFdCount();
+  sendBytesWithFds(a, [r, w], Buffer.alloc(64, 0x61));
+  expectCode(t, () => recvBytesWithFds(b, { timeoutMs: 500, maxBytes: 32 }), 'PAYLOAD_TOO_LARGE');
+  t.is(openFdCount(), before, 'fds of a refused message are closed');
+  [...m.fds, a, b, r, w].forEach((fd) => closeFn(fd));
+});
+
+test('raw mode: too many fds (CTRUNC), a peer that closes mid-message, silence, and stray fds are handled', (t) => {
+  const [r, w] = makePipe();
+  {
+    const [a, b] = unixSocketPair('stream');
+    const before = openFdCount();
+    sendBytesWithFds(a, [r, w, r, w], Buffer.from('{}\n'));
+    expectCode(t, () => recvBytesWithFds(b, { timeoutMs: 1000, maxFds: 2 }), 'CTRUNC');
+    t.is(openFdCount(), before, 'the fds that did arrive are closed');
+    closeFn(a); closeFn(b);
+  }
+  {
+    const [a, b] = unixSocketPair('stream');
+    const before = openFdCount();
+    sendBytesWithFds(a, [r], Buffer.from('{"half":'));
+    closeFn(a);
+    expectCode(t, () => recvBytesWithFds(b, { timeoutMs: 1000 }), 'TRUNCATED');
+    t.is(openFdCount(), before - 1, 'the fd of the cut message is closed (and a is gone)');
+    closeFn(b);
+  }
+  {
+    const [a, b] = unixSocketPair('stream');
+    closeFn(a);
+    expectCode(t, () => recvBytesWithFds(b, { timeoutMs: 1000 }), 'EOF');
+    closeFn(b);
+  }
+  {
+    const [a, b] = unixSocketPair('stream');
+    const t0 = Date.now();
+    expectCode(t, () => recvBytesWithFds(b, { timeoutMs: 80 }), 'ETIMEDOUT');
+    t.true(Date.now() - t0 >= 70);
+    // Fds on a later chunk (not the first bytes) are a misbehaving peer's: closed, not handed over.
+    sendBytesWithFds(a, [], Buffer.from('{"a":'));
+    const rx = new RawFdReceiver(b);
+    t.is(rx.poll(), null, 'incomplete: null, never blocks');
+    const before = openFdCount();
+    sendBytesWithFds(a, [r, w], Buffer.from('1}\n'));
+    const m = rx.poll();
+    t.deepEqual(m?.fds, []);
+    t.is(m?.bytes.toString(), '{"a":1}\n');
+    t.is(openFdCount(), before, 'stray fds closed');
+    closeFn(a); closeFn(b);
+  }
+  expectCode(t, () => sendBytesWithFds(r, [], Buffer.alloc(0)), 'BAD_ARGUMENT');
+  closeFn(r); closeFn(w);
+});
+
+test('raw mode async: a silent peer does not block the event loop; the message arrives when sent', async (t) => {
+  const [a, b] = unixSocketPair('stream');
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 5);
+  const got = recvBytesWithFdsAsync(b, { timeoutMs: 5000 });
+  await new Promise((res) => setTimeout(res, 200));
+  t.true(ticks >= 10, `the event loop kept running while waiting (${ticks} ticks in 200 ms)`);
+  const [r, w] = makePipe();
+  sendBytesWithFds(a, [w], Buffer.from('hello\n'));
+  const m = await got;
+  clearInterval(ticker);
+  t.is(m.bytes.toString(), 'hello\n');
+  t.is(m.fds.length, 1);
+  const quiet = await recvBytesWithFdsAsync(b, { timeoutMs: 50 }).then(() => null, (e: FdPassError) => e);
+  t.is(quiet?.code, 'ETIMEDOUT');
+  [...m.fds, a, b, r, w].forEach((fd) => closeFn(fd));
 });

@@ -13,20 +13,20 @@ import { migrate } from '../../../src/source/migrate.js';
 const TAIL = Buffer.from('03000000020000000000000010' + '7e00000002' + '00', 'hex');
 
 function sink(): void {
+  // Two listeners so the raw connection can never be taken for the migration's main channel.
+  const raw = net.createServer((s) => { s.resume(); s.on('error', () => {}); });
   let main: net.Socket | undefined;
-  const server = net.createServer((s) => {
-    if (!main) {
-      main = s;
-      let last = Buffer.alloc(0);
-      s.on('data', (d: Buffer) => {
-        last = Buffer.concat([last, d.subarray(Math.max(0, d.length - TAIL.length))]).subarray(-TAIL.length);
-        if (last.equals(TAIL)) s.write(Buffer.from('0001000400000000', 'hex'));
-      });
-      s.on('close', () => { main = undefined; });
-    } else s.resume();
+  const mig = net.createServer((s) => {
     s.on('error', () => {});
+    if (main) { s.resume(); return; }
+    main = s;
+    let last = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      last = Buffer.concat([last, d.subarray(Math.max(0, d.length - TAIL.length))]).subarray(-TAIL.length);
+      if (last.equals(TAIL)) s.write(Buffer.from('0001000400000000', 'hex'));
+    });
   });
-  server.listen(0, '127.0.0.1', () => process.send!((server.address() as net.AddressInfo).port));
+  raw.listen(0, '127.0.0.1', () => mig.listen(0, '127.0.0.1', () => process.send!([(raw.address() as net.AddressInfo).port, (mig.address() as net.AddressInfo).port])));
 }
 
 async function rawTcp(port: number, bytes: number): Promise<number> {
@@ -48,14 +48,14 @@ async function rawTcp(port: number, bytes: number): Promise<number> {
 async function main(): Promise<void> {
   const mib = Number(process.argv.find((a, i) => i >= 2 && /^\d+$/.test(a)) ?? 1024);
   const child = fork(fileURLToPath(import.meta.url), ['--sink'], { stdio: 'inherit' });
-  const port = await new Promise<number>((r) => child.once('message', (m) => r(m as number)));
+  const [rawPort, port] = await new Promise<number[]>((r) => child.once('message', (m) => r(m as number[])));
   const region = createMigratableRegion(mib * 1048576, 'bench.ram');
   const v = region.view();
   const holes = process.argv.includes('--holes');
   if (!holes) for (let off = 0; off < v.length; off += 4096) { v[off] = 1 + (off & 0x7f); v[off + 2048] = 3; }
-  const raw = holes ? 1 : await rawTcp(port, mib * 1048576);
+  const raw = holes ? 1 : await rawTcp(rawPort, mib * 1048576);
   // A state function: the stop happens once the connection is up, as in the toy.
-  const stats = await migrate(`tcp:127.0.0.1:${port}`, { regions: [region], state: () => Buffer.from('x') });
+  const stats = await migrate(`tcp:127.0.0.1:${port}`, { regions: [region], state: () => Buffer.from('x'), batchBytes: Number(process.env.BATCH ?? 1 << 20) });
   const mig = (mib * 1048576) / 1e3 / stats.streamMs;
   console.log(JSON.stringify({ mib, rawTcpMBps: Math.round(raw), migrateMBps: Math.round(mig), ratio: +(mig / raw).toFixed(3), streamMs: +stats.streamMs.toFixed(1), handoverMs: +stats.handoverMs.toFixed(3), completionMs: +stats.completionMs.toFixed(1) }));
   child.kill();
