@@ -23,19 +23,36 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const TOY = path.join(here, 'toy', 'main.js');
 const DAEMON = path.resolve(here, '../src/cli/daemon.js');
 
-const { values } = parseArgs({
-  options: {
-    size: { type: 'string', default: '1G' },
-    pattern: { type: 'string', default: 'hotset' },
-    seed: { type: 'string', default: '1' },
-    steps: { type: 'string', default: '4000000' },
-    'migrate-at': { type: 'string', default: '2000000' },
-    mode: { type: 'string', default: 'missing' },
-    transport: { type: 'string', default: 'tcp' },
-    c: { type: 'boolean', default: false },
-    timeout: { type: 'string', default: '300' },
-  },
-});
+const USAGE = `usage: npm run demo -- [--size 1G] [--pattern hotset|uniform|sequential] [--seed 1] [--steps K]
+                     [--migrate-at M] [--mode missing|minor] [--transport tcp|unix] [--c] [--timeout SEC]`;
+
+const OPTIONS = {
+  size: { type: 'string', default: '1G' },
+  pattern: { type: 'string', default: 'hotset' },
+  seed: { type: 'string', default: '1' },
+  steps: { type: 'string', default: '4000000' },
+  'migrate-at': { type: 'string', default: '2000000' },
+  mode: { type: 'string', default: 'missing' },
+  transport: { type: 'string', default: 'tcp' },
+  c: { type: 'boolean', default: false },
+  timeout: { type: 'string', default: '300' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS, strict: true });
+  } catch (err) {
+    console.error(`demo: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
+const { values } = parseOptions();
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 
 const children: ChildProcess[] = [];
 function killAll(): void {

@@ -14,14 +14,15 @@ import { parseArgs } from 'node:util';
 import { createMigratableRegion } from '../../src/source/region.js';
 import { migrate, type MigrationProgress } from '../../src/source/migrate.js';
 import { serveMigrationAgent, agentSocketPath } from '../../src/source/agent.js';
-import { prepareDestRegion, attachToDaemon, type DestMode } from '../../src/dest/attach.js';
+import { prepareDestRegion, attachToDaemon, type DestMode, type DestMemory } from '../../src/dest/attach.js';
 import { createWorkload, windowsFromView, parsePattern, parseSize, describeState, MAX_SIZE } from './workload.js';
 
 const USAGE = `usage:
   toy reference --steps K [--size 1G] [--pattern sequential|uniform|hotset] [--seed N]
   toy source --migrate-at M --to URI [--size 1G] [--pattern P] [--seed N] [-n] [-m] [--forward N] [--backward N]
   toy source --agent PATH [--migrate-at M] ...   run until postcopy-migrate asks (--agent= : per-pid default path)
-  toy dest --control PATH --steps K [--size 1G] [--mode missing|minor] [--state-timeout SEC]
+  toy dest --control PATH --steps K [--size 1G] [--mode missing|minor] [--memory anonymous|memfd] [--state-timeout SEC]
+      (missing mode: anonymous memory by default; minor mode needs memfd)
 
 URI: tcp:HOST:PORT | unix:PATH | exec:CMD   (the postcopy-daemon's --listen address)
 Sizes: 64M .. 8G (smaller sizes down to 64K are accepted for tests).
@@ -65,6 +66,7 @@ async function main(argv: string[]): Promise<number> {
       to: { type: 'string' },
       control: { type: 'string' },
       mode: { type: 'string', default: 'missing' },
+      memory: { type: 'string' },
       'state-timeout': { type: 'string' },
       'no-background': { type: 'boolean', short: 'n', default: false },
       'restart-after-request': { type: 'boolean', short: 'm', default: false },
@@ -164,15 +166,17 @@ async function main(argv: string[]): Promise<number> {
     const steps = intArg(values.steps, 'steps');
     const regionMode = values.mode as DestMode;
     if (regionMode !== 'missing' && regionMode !== 'minor') throw new Error(`--mode must be missing or minor, got "${values.mode}"`);
-    const dest = prepareDestRegion({ size, name: 'toy.ram', mode: regionMode });
+    // Missing mode places into anonymous memory by default (faster UFFDIO_COPY than shmem); --memory memfd to compare.
+    const memory = (values.memory ?? (regionMode === 'missing' ? 'anonymous' : 'memfd')) as DestMemory;
+    const dest = prepareDestRegion({ size, name: 'toy.ram', mode: regionMode, memory });
     const att = attachToDaemon(values.control, {
       uffd: dest.uffd,
-      memfdFd: dest.region.fd,
+      memfdFd: dest.region.fd >= 0 ? dest.region.fd : undefined,
       regions: [dest.spec],
       mode: regionMode,
       stateTimeoutMs: values['state-timeout'] ? intArg(values['state-timeout'], 'state-timeout') * 1000 : undefined,
     });
-    console.error(`toy: attached to ${values.control} (${regionMode}, ${size} bytes); waiting for the state`);
+    console.error(`toy: attached to ${values.control} (${regionMode}, ${dest.memory}, ${size} bytes); waiting for the state`);
     const state = await att.state;
     const t0 = performance.now();
     const info = describeState(state);

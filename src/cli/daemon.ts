@@ -18,7 +18,7 @@ Options:
                        unix:PATH
                        exec:CMD        run CMD: the stream is read from its stdout, the return
                                        path is written to its stdin (e.g. exec:"ssh src migrate ...")
-  --control PATH     Unix socket for destination processes (MIGRATION.md handshake; Firecracker's
+  --control PATH     Unix socket for destination processes (docs/migration-protocol.md handshake; Firecracker's
                      region-array handshake is accepted too)
   --flags N          seed flags. Bit 0 (1): touch arrived pages. Moot with userfaultfd: placing a
                      page (UFFDIO_COPY / UFFDIO_CONTINUE) already maps it in the process's page

@@ -1,4 +1,4 @@
-// The control socket (MIGRATION.md "Control socket"): the destination process connects, hands over its
+// The control socket (docs/migration-protocol.md "Control socket"): the destination process connects, hands over its
 // userfaultfd (+ memfd) and a JSON region table in one sendmsg, then receives the state blob, and finally
 // `complete` or `error` lines. The daemon holds a pidfd of the process so it can SIGKILL exactly that
 // process (never a recycled pid) when the migration cannot finish: a fault must not hang forever and a page
@@ -47,7 +47,7 @@ function helloParser(): { opts: RawRecvOptions; payload(): unknown } {
 
 /**
  * Receives the hello with fdpass.ts's raw mode: fds ride on the first byte; the payload is either a bare JSON
- * document (MIGRATION.md's line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame.
+ * document (docs/migration-protocol.md's line, or Firecracker's array without newline) or fdpass.ts's "PCFD" frame.
  * `poll()` never blocks; it returns the message once the JSON is complete. Received fds are closed on any
  * failure; errors are DaemonErrors that say what the client did wrong.
  */

@@ -1,4 +1,4 @@
-// What the control client described (MIGRATION.md hello: mode, pid, Firecracker-layout regions), and the
+// What the control client described (docs/migration-protocol.md hello: mode, pid, Firecracker-layout regions), and the
 // mapping from wire coordinates (RAMBlock name, byte offset, length) to umem-compat device pages. Every
 // range that comes off the wire goes through WireMap.validate before any ioctl, so a hostile source can
 // never make the daemon write outside a registered region.

@@ -1,4 +1,4 @@
-// Parser for what the daemon sends a destination process on the control socket (team MIGRATION.md):
+// Parser for what the daemon sends a destination process on the control socket (docs/migration-protocol.md):
 //   {"type":"state","length":N}\n + N raw bytes      the source's state blob
 //   {"type":"complete","stats":{...}}\n              every page is present, ranges unregistered
 //   {"type":"error","message":"..."}\n               unrecoverable failure

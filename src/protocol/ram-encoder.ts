@@ -1,5 +1,6 @@
 // Encoder for "ram" v4 records with QEMU's per-channel CONTINUE rule. Page bodies are never copied:
-// page()/encode() return [header, the caller's page view]; pageInto() writes into a caller buffer.
+// page()/encode() return [header, the caller's page view]; pageInto() writes into a caller buffer;
+// recordInto() is the allocation-free hot-path variant (PAGE or ZERO straight into a send buffer).
 import {
   DEFAULT_TARGET_PAGE_SIZE,
   ENCODING_FLAG_XBZRLE,
@@ -19,6 +20,8 @@ import { compressBound, compressPage } from './compress.js';
 import { xbzrleCheck, xbzrleEncode } from './xbzrle.js';
 import type { EncoderOptions, IoVec, RamBlockInfo, RamRecord } from './types.js';
 
+const copyBytes = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
+
 export class RamRecordEncoder {
   readonly pageSize: number;
   private readonly pageSizeField: boolean;
@@ -27,6 +30,8 @@ export class RamRecordEncoder {
   private lastBlock: string | null = null;
   private lastNameBytes: Uint8Array | null = null;
   private blocks: Map<string, RamBlockInfo> | null = null;
+  /** idstr bytes per block name, encoded once (recordInto allocates nothing per record). */
+  private readonly nameCache = new Map<string, Uint8Array>();
 
   constructor(opts: EncoderOptions = {}) {
     this.pageSize = checkTargetPageSize(opts.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE);
@@ -131,6 +136,64 @@ export class RamRecordEncoder {
     target.set(hdr, pos);
     target.set(page, pos + hdr.length);
     return hdr.length + page.length;
+  }
+
+  /** Largest record recordInto() can write for a page size (header + counted idstr + page). */
+  static maxRecordSize(pageSize: number): number {
+    return 8 + 1 + 255 + pageSize;
+  }
+
+  /**
+   * Allocation-free hot path: writes a PAGE record whose body is copied from `src[srcStart, srcStart +
+   * pageSize)` or, with `src` null, a ZERO record (fill 0), for `block` at byte `offset`, into `target` at
+   * `pos`; returns the position after it. QEMU's CONTINUE rule applies as for page(). The block must be in
+   * the MEM_SIZE list when one was given. Throws ProtocolError (nothing written) on a bad offset, an unknown
+   * block or too little room (RamRecordEncoder.maxRecordSize bounds what a record needs).
+   */
+  recordInto(target: Uint8Array, pos: number, block: string, offset: number, src: Uint8Array | null, srcStart = 0): number {
+    const ps = this.pageSize;
+    if (!(offset >= 0 && offset % ps === 0 && offset < 2 ** 53)) {
+      throw protocolError('ENCODE', `page offset ${offset}`, -1, 'ram record', `a non-negative multiple of ${ps}`);
+    }
+    if (this.blocks !== null) {
+      const b = this.blocks.get(block);
+      if (b === undefined || offset + ps > b.usedLength) {
+        throw protocolError('ENCODE', b === undefined ? `block ${JSON.stringify(block)} not in the block list` : `offset 0x${offset.toString(16)} beyond block ${JSON.stringify(block)}`, -1, 'ram record', 'a page inside a block announced by MEM_SIZE');
+      }
+    }
+    const cont = this.lastBlock === block;
+    let name: Uint8Array | undefined;
+    if (!cont) {
+      name = this.nameCache.get(block);
+      if (name === undefined) {
+        name = latin1Bytes(block, 'ram record');
+        if (name.length === 0 || name.length > 255) throw protocolError('ENCODE', `block name of ${name.length} bytes`, -1, 'ram record', '1..255 bytes');
+        this.nameCache.set(block, name);
+      }
+    }
+    const size = 8 + (name !== undefined ? 1 + name.length : 0) + (src !== null ? ps : 1);
+    if (pos < 0 || pos + size > target.length || (src !== null && (srcStart < 0 || srcStart + ps > src.length))) {
+      throw protocolError('ENCODE', `${target.length - pos} bytes of room / page source of ${src === null ? 0 : src.length - srcStart} bytes`, -1, 'recordInto', `${size} bytes of room and a whole page`);
+    }
+    const flags = (src !== null ? RAM_SAVE_FLAG_PAGE : RAM_SAVE_FLAG_ZERO) | (cont ? RAM_SAVE_FLAG_CONTINUE : 0);
+    const hi = Math.floor(offset / 0x100000000);
+    put32(target, pos, hi);
+    put32(target, pos + 4, offset - hi * 0x100000000 + flags);
+    pos += 8;
+    if (name !== undefined) {
+      target[pos++] = name.length;
+      for (let i = 0; i < name.length; i++) target[pos++] = name[i];
+      this.lastBlock = block;
+      this.lastNameBytes = name;
+    }
+    if (src === null) {
+      target[pos++] = 0;
+    } else {
+      // Buffer#copy is a plain memcpy and, unlike set(subarray), allocates no view object.
+      copyBytes.call(src, target, pos, srcStart, srcStart + ps);
+      pos += ps;
+    }
+    return pos;
   }
 
   /** XBZRLE record from already-encoded delta bytes. */

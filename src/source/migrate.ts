@@ -1,4 +1,4 @@
-// migrate(): the outgoing side of a post-copy migration (issue 4, /work/team/MIGRATION.md).
+// migrate(): the outgoing side of a post-copy migration (issue 4, docs/migration-protocol.md).
 //
 // Timeline: connect (tcp/unix: main then urgent; exec: one pipe) → header, configuration, OPEN_RETURN_PATH,
 // POSTCOPY_ADVISE, "ram" SECTION_START with the block list → [the workload stops: state()] → state section,

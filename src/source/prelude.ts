@@ -1,4 +1,4 @@
-// The fixed parts of the forward stream (MIGRATION.md), written with src/protocol's StreamEncoder:
+// The fixed parts of the forward stream (docs/migration-protocol.md), written with src/protocol's StreamEncoder:
 // everything before the first page, and the state section + RUN.
 import { StreamEncoder } from '../protocol/index.js';
 import { RAM_SECTION_VERSION } from '../protocol/constants.js';

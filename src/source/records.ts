@@ -1,15 +1,19 @@
-// Hot-path writer of "ram" v4 page records straight into a staging buffer: no allocation per page, the
-// page copied once with Buffer#copy (memcpy). Each channel keeps its own CONTINUE state (spec-notes §2.2).
-// The rest of the stream (header, sections, commands) is written with src/protocol's StreamEncoder.
-import { RAM_SAVE_FLAG_CONTINUE, RAM_SAVE_FLAG_EOS, RAM_SAVE_FLAG_PAGE, RAM_SAVE_FLAG_ZERO, QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_PART } from '../protocol/constants.js';
+// Hot-path writing of "ram" v4 page records straight into a send buffer, through the protocol's
+// allocation-free RamRecordEncoder.recordInto (one memcpy per page, nothing allocated per page). Each
+// channel has its own encoder: QEMU keeps the CONTINUE state per channel (spec-notes §2.2).
+// Section framing around the records (part/end headers, EOS, footer) is written here by hand, also
+// allocation free; the rest of the stream uses src/protocol's StreamEncoder.
+import { RAM_SAVE_FLAG_EOS, QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_PART } from '../protocol/constants.js';
+import { RamRecordEncoder } from '../protocol/index.js';
 import type { BlockInfo, PageMap } from './page-map.js';
 import type { PageReader } from './page-reader.js';
 
-const TWO32 = 0x1_0000_0000;
-
-/** Per-channel record state: the block of the last record written on it (for CONTINUE). */
+/** Per-channel record state (CONTINUE): one encoder per channel. */
 export class ChannelState {
-  lastBlock = -1;
+  readonly encoder: RamRecordEncoder;
+  constructor(pageSize = 4096) {
+    this.encoder = new RamRecordEncoder({ targetPageSize: pageSize });
+  }
 }
 
 export interface RecordCounters {
@@ -20,7 +24,7 @@ export interface RecordCounters {
 
 /** Bytes one page record can take at most (header + idstr + payload). */
 export function maxRecordBytes(pageSize: number): number {
-  return 8 + 1 + 255 + pageSize;
+  return RamRecordEncoder.maxRecordSize(pageSize);
 }
 
 /**
@@ -31,29 +35,14 @@ export function maxRecordBytes(pageSize: number): number {
 export function writePageRecord(
   buf: Buffer, pos: number, chan: ChannelState, map: PageMap, reader: PageReader, block: BlockInfo, page: number, counters: RecordCounters,
 ): number {
-  const zero = reader.isZero(block, page);
   const byteOff = (page - block.firstPage) * map.pageSize;
-  let flags = zero ? RAM_SAVE_FLAG_ZERO : RAM_SAVE_FLAG_PAGE;
-  const cont = chan.lastBlock === block.index;
-  if (cont) flags |= RAM_SAVE_FLAG_CONTINUE;
-  const hi = Math.floor(byteOff / TWO32);
-  buf.writeUInt32BE(hi, pos);
-  buf.writeUInt32BE((byteOff - hi * TWO32 + flags) >>> 0, pos + 4);
-  pos += 8;
-  if (!cont) {
-    buf[pos++] = block.nameBytes.length;
-    pos += block.nameBytes.copy(buf, pos);
-    chan.lastBlock = block.index;
-  }
   counters.pages++;
-  if (zero) {
-    buf[pos++] = 0;
+  if (reader.isZero(block, page)) {
     counters.zero++;
-  } else {
-    reader.locate(block, page);
-    pos += reader.win.bytes.copy(buf, pos, reader.off, reader.off + map.pageSize);
+    return chan.encoder.recordInto(buf, pos, block.name, byteOff, null);
   }
-  return pos;
+  reader.locate(block, page);
+  return chan.encoder.recordInto(buf, pos, block.name, byteOff, reader.win.bytes, reader.off);
 }
 
 export function writeEos(buf: Buffer, pos: number): number {

@@ -374,7 +374,7 @@ export function tryRecvFds(sockFd: number, opts: RecvOptions = {}): FdMessage | 
 
 // ---------------------------------------------------------------------------------------------------------
 // Raw mode: bytes + fds with no PCFD frame. The postcopy-daemon control socket speaks a bare JSON line
-// (MIGRATION.md) and Firecracker sends a bare JSON array with its uffd; both ride one sendmsg with the fds
+// (docs/migration-protocol.md) and Firecracker sends a bare JSON array with its uffd; both ride one sendmsg with the fds
 // on the first byte. The receiver takes fds from the first recvmsg that returns data only (later fds are a
 // misbehaving peer's: closed), stops at a delimiter or a caller-defined end, and closes every fd it took
 // whenever the message turns out bad, is cut short, or is abandoned.

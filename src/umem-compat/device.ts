@@ -67,7 +67,7 @@ export interface UmemAttachOptions extends UmemCommonOptions {
   uffd: number | Userfaultfd;
   /** The memfd backing the regions: required for 'minor', optional (unused) for 'missing'. */
   memfd?: number;
-  /** Region table (our specs, or Firecracker/MIGRATION.md entries with base_host_virt_addr...). */
+  /** Region table (our specs, or Firecracker/docs/migration-protocol.md entries with base_host_virt_addr...). */
   regions: readonly UmemRegionSpec[] | readonly FirecrackerRegion[];
   mode: UmemMode;
   /** Default: the host page size. */

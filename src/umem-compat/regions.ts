@@ -41,7 +41,7 @@ export interface FirecrackerRegion {
   name?: string;
 }
 
-/** Convert Firecracker/MIGRATION.md region entries into specs (validated later by RegionTable). */
+/** Convert Firecracker/docs/migration-protocol.md region entries into specs (validated later by RegionTable). */
 export function regionsFromFirecracker(entries: readonly FirecrackerRegion[]): UmemRegionSpec[] {
   if (!Array.isArray(entries)) throw new UmemError('EINVAL', 'region table is not an array', { op: 'regionsFromFirecracker' });
   return entries.map((e, i) => ({

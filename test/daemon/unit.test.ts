@@ -23,7 +23,7 @@ const region = (name: string, base: number, size: number, offset = 0) => ({
 // ---------------------------------------------------------------------------------------------------------
 // hello
 
-test('parseHello accepts the MIGRATION.md hello', (t) => {
+test('parseHello accepts the docs/migration-protocol.md hello', (t) => {
   const h = parseHello({ version: 1, pid: 42, mode: 'minor', regions: [region('toy.ram', 0x7f0000000000, 1 << 20)] });
   t.is(h.mode, 'minor');
   t.is(h.pid, 42);
@@ -209,7 +209,7 @@ const writeFn = libc.func('intptr_t write(int fd, const void *buf, size_t n)');
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)');
 const isOpen = (fd: number): boolean => (fcntlFn(fd, 1 /* F_GETFD */, 0) as number) >= 0;
 
-test('recvHello: a bare JSON line with two fds (MIGRATION.md), split over two writes', (t) => {
+test('recvHello: a bare JSON line with two fds (docs/migration-protocol.md), split over two writes', (t) => {
   const [a, b] = unixSocketPair('stream');
   const e1 = createEventfd(), e2 = createEventfd();
   const line = Buffer.from(JSON.stringify({ version: 1, mode: 'missing', regions: [region('toy.ram', 0x1000000, PS)] }) + '\n');

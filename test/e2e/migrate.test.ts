@@ -43,7 +43,7 @@ const cases: Case[] = [
   { title: 'exec:CMD on the source side to a tcp daemon, TS dest, missing, uniform', spec: { transport: 'exec-source', mode: 'missing', pattern: 'uniform' } },
   {
     // Requests go on the main return path and the pages come back inline in the main stream: they are still
-    // pages on demand (the source counts them so). H10-bugs.md #1: the daemon counts them as background.
+    // pages on demand (the source counts them so). (Once counted as background: the regression this test guards.)
     title: 'exec:CMD source -n to a tcp daemon: daemon stats count requested pages as on demand',
     spec: { transport: 'exec-source', mode: 'missing', pattern: 'hotset', sourceFlags: ['-n'] },
     extra: (s) => [[s.pagesOnDemand === s.pagesTotal && s.pagesBackground === 0, `-n over exec: every page is on demand, none background (daemon says on demand ${s.pagesOnDemand}, background ${s.pagesBackground} of ${s.pagesTotal})`]],

@@ -156,7 +156,7 @@ test('attaching to a path where nothing listens fails at once with CONNECT', (t)
   }
 });
 
-test('describeRegions writes MIGRATION.md\'s line and validates', (t) => {
+test('describeRegions writes docs/migration-protocol.md\'s line and validates', (t) => {
   const line = describeRegions([{ name: 'toy.ram', addr: 0x7f0000000000, size: 8192 }], 'minor', 42);
   t.true(line.endsWith('\n'));
   t.deepEqual(JSON.parse(line), {
