@@ -6,6 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+export { parseBytes } from './units.js';
+
 const here = path.dirname(fileURLToPath(import.meta.url)); // dist/bench/migration
 export const root = path.resolve(here, '../../..');
 export const distBench = path.resolve(here, '..');
@@ -43,10 +45,22 @@ export interface Proc {
   kill(sig?: NodeJS.Signals): void;
 }
 
+// Children still running when the bench is interrupted are killed with it (never left behind).
+const live = new Set<ChildProcess>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const c of live) c.kill('SIGKILL');
+    process.exit(130);
+  });
+}
+process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+
 /** Spawn cmd (prefixed by taskset -c 0 for the cpu0 placement); everything is killed on timeout. */
 export function start(cmd: string, args: string[], placement: Placement, env?: NodeJS.ProcessEnv): Proc {
   const full = placement === 'cpu0' ? ['taskset', '-c', '0', cmd, ...args] : [cmd, ...args];
   const child = spawn(full[0], full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   let out = '';
   let err = '';
   const waiters: (() => void)[] = [];
@@ -161,7 +175,12 @@ export async function runPair(o: PairOptions): Promise<PairRun> {
     const [scmd, sargs] = o.source(uri);
     const source = start(scmd, sargs, o.placement);
     procs.push(source);
-    const [dc, sc] = await Promise.all([dest.exit(timeoutMs), source.exit(timeoutMs)]);
+    let dc: number, sc: number;
+    try {
+      [dc, sc] = await Promise.all([dest.exit(timeoutMs), source.exit(timeoutMs)]);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\ndestination stderr: ${dest.stderr().slice(-800)}\nsource stderr: ${source.stderr().slice(-800)}\ndaemon: ${daemon.stdout().slice(-800)} ${daemon.stderr().slice(-800)}`);
+    }
     if (dc !== 0) throw new Error(`destination failed (${dc}): ${dest.stderr().slice(-1500)} ${dest.stdout().slice(-500)}\ndaemon: ${daemon.stderr().slice(-1500)}`);
     if (sc !== 0) throw new Error(`source failed (${sc}): ${source.stderr().slice(-1500)}\ndaemon: ${daemon.stderr().slice(-1500)}`);
     for (let i = 0; i < 200 && !fs.existsSync(statsFile); i++) await sleep(25);
@@ -178,7 +197,7 @@ export async function runPair(o: PairOptions): Promise<PairRun> {
 
 /** runPair with remote_ref attach (C toucher) as the destination and bench/migration/source.js as the source. */
 export async function runOurs(o: OursOptions): Promise<OursRun> {
-  const timeoutMs = o.timeoutMs ?? 600_000;
+  const timeoutMs = o.timeoutMs ?? 90_000 + Math.ceil(o.size / 2 ** 30) * 90_000;
   const r = await runPair({
     placement: o.placement,
     timeoutMs,
@@ -232,18 +251,27 @@ export function writeFileIn(name: string, text: string): string {
   return file;
 }
 
-export function parseBytes(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
-  if (!m) throw new Error(`bad size "${s}" (e.g. 256M, 1G)`);
-  const mult = { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
-  return Math.floor((Number(m[1]) * mult) / 4096) * 4096;
-}
 
 /** Element-wise sum of histograms of different lengths. */
 export function sumHists(hs: number[][]): number[] {
   const out: number[] = [];
   for (const h of hs) h.forEach((c, i) => { out[i] = (out[i] ?? 0) + c; });
   return Array.from(out, (x) => x ?? 0);
+}
+
+/**
+ * Run `f`; on failure log it, remember it in `failures` and return undefined, so one bad run (on a shared,
+ * noisy machine, or a bug in the code under test) is reported without losing the rest of the benchmark.
+ */
+export async function attempt<T>(what: string, failures: string[], f: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await f();
+  } catch (e) {
+    const msg = `${what} FAILED: ${(e as Error).message.split('\n').slice(0, 6).join(' | ').slice(0, 1500)}`;
+    failures.push(msg);
+    process.stderr.write(msg + '\n');
+    return undefined;
+  }
 }
 
 export const ratioText = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) : 'n/a');

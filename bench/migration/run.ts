@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  argFlag, argOpt, buildRef, sumHists, fmt, hostLine, lastJson, parseBytes, ratioText, refBinary, root, runOurs, runPair, start, stat,
+  argFlag, argOpt, attempt, buildRef, sumHists, fmt, hostLine, lastJson, parseBytes, ratioText, refBinary, root, runOurs, runPair, start, stat,
   writeFileIn, writeResult, type OursRun,
 } from './harness.js';
 import { qemuUnavailable, runQemuPostcopy, type QemuRun } from '../qemu/qemu-postcopy.js';
@@ -44,13 +44,17 @@ interface ToyRun { sourceTotalMs: number; daemonTotalMs: number; downtimeMs: num
 async function runToy(size: number, migrateAt: number, steps: number, reference: string): Promise<ToyRun> {
   const r = await runPair({
     placement: 'unpinned',
+    timeoutMs: 180_000,
     dest: (control) => [process.execPath, [toyScript, 'dest', '--control', control, '--steps', String(steps), '--size', String(size)]],
     source: (uri) => [process.execPath, [toyScript, 'source', '--migrate-at', String(migrateAt), '--to', uri, '--size', String(size), '--pattern', 'uniform']],
   });
   const src = JSON.parse(/stats=(\{.*\})/.exec(r.source.stdout())![1]);
   const digest = /digest=(\S+)/.exec(r.dest.stdout())?.[1];
   return {
-    sourceTotalMs: src.totalMs, daemonTotalMs: r.daemon?.totalTimeMs ?? NaN, downtimeMs: r.daemon?.downtimeMs ?? null,
+    // downtime across processes from the two epoch stamps (performance.timeOrigin-based, so ≈ 0.1 ms):
+    // the source's stop → the daemon has handed the state to the toy
+    sourceTotalMs: src.totalMs, daemonTotalMs: r.daemon?.totalTimeMs ?? NaN,
+    downtimeMs: r.daemon?.stateDeliveredAt && src.downtimeStart ? r.daemon.stateDeliveredAt - src.downtimeStart : null,
     digestOk: digest === reference, onDemand: r.daemon?.pagesOnDemand ?? NaN, faults: r.daemon?.faults ?? NaN, daemonHwmKiB: r.daemonHwmKiB,
   };
 }
@@ -62,19 +66,22 @@ async function main(): Promise<void> {
   const sizes = argOpt('--sizes', quick ? '64M,128M' : '256M,1G,4G,8G').split(',').map(parseBytes);
   buildRef();
   console.log(`migration benchmarks, ${reps} repetitions, every process unpinned; host: ${hostLine()} (shared machine: expect noise)`);
-  const out: Record<string, unknown> = { host: hostLine(), reps, size, sizes };
+  const failures: string[] = [];
+  const out: Record<string, unknown> = { host: hostLine(), reps, size, sizes, failures };
 
   // (a) background throughput vs raw TCP, alternating; these runs also give (c)/(d) at `size`.
   log(`(a) ${size / MiB} MiB: raw loopback TCP vs our migration without faults`);
   const raw: { ms: number; GBps: number }[] = [];
   const bySize = new Map<number, OursRun[]>();
   for (let r = 0; r < reps; r++) {
-    raw.push(await rawTcp(size));
-    const o = await runOurs({ size, placement: 'unpinned', background: true, order: 'none' });
+    const t = await attempt(`(a) raw TCP rep ${r + 1}`, failures, () => rawTcp(size));
+    if (t) raw.push(t);
+    const o = await attempt(`(a) ours rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order: 'none' }));
+    if (!o) continue;
     (bySize.get(size) ?? bySize.set(size, []).get(size)!).push(o);
-    log(`  rep ${r + 1}: raw ${raw[r].GBps.toFixed(2)} GB/s; ours ${(size / 1e6 / o.daemon.totalTimeMs).toFixed(2)} GB/s (${o.daemon.totalTimeMs.toFixed(0)} ms)`);
+    log(`  rep ${r + 1}: raw ${t?.GBps.toFixed(2)} GB/s; ours ${(size / 1e6 / o.daemon.totalTimeMs).toFixed(2)} GB/s (${o.daemon.totalTimeMs.toFixed(0)} ms)`);
   }
-  const oursA = bySize.get(size)!;
+  const oursA = bySize.get(size) ?? [];
   const gbps = (o: OursRun): number => size / 1e6 / o.daemon.totalTimeMs;
   const rawS = stat(raw.map((x) => x.GBps));
   const oursS = stat(oursA.map(gbps));
@@ -92,7 +99,8 @@ async function main(): Promise<void> {
   log(`(b) ${size / MiB} MiB with a toucher racing the stream`);
   for (let r = 0; r < reps; r++) {
     for (const order of ['seq', 'rand'] as const) {
-      const o = await runOurs({ size, placement: 'unpinned', background: true, order });
+      const o = await attempt(`(b) ${order} rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order }));
+      if (!o) continue;
       bRuns[order].push(o);
       log(`  rep ${r + 1} ${order}: total ${o.daemon.totalTimeMs.toFixed(0)} ms, ${o.daemon.pagesOnDemand} on demand, touch p50 ${o.dest.touchUs.p50} µs`);
     }
@@ -121,10 +129,12 @@ async function main(): Promise<void> {
     }
     const rs: OursRun[] = [];
     for (let r = 0; r < reps; r++) {
-      rs.push(await runOurs({ size: sz, placement: 'unpinned', background: true, order: 'none', timeoutMs: 900_000 }));
-      log(`  ${sz / MiB} MiB rep ${r + 1}: downtime ${rs[r].downtimeMs.toFixed(2)} ms, VmHWM ${((rs[r].daemonHwmKiB ?? NaN) / 1024).toFixed(0)} MiB, total ${rs[r].daemon.totalTimeMs.toFixed(0)} ms`);
+      const o = await attempt(`(c) ${sz / MiB} MiB rep ${r + 1}`, failures, () => runOurs({ size: sz, placement: 'unpinned', background: true, order: 'none' }));
+      if (!o) continue;
+      rs.push(o);
+      log(`  ${sz / MiB} MiB rep ${r + 1}: downtime ${o.downtimeMs.toFixed(2)} ms, VmHWM ${((o.daemonHwmKiB ?? NaN) / 1024).toFixed(0)} MiB, total ${o.daemon.totalTimeMs.toFixed(0)} ms`);
     }
-    bySize.set(sz, rs);
+    if (rs.length) bySize.set(sz, rs);
   }
   console.log('\n(c) downtime: source stops (state() called) → destination process has its state and runs (CLOCK_MONOTONIC across processes); (d) daemon peak RSS');
   console.log('| size | downtime ms | daemon: accept → state delivered ms | source: stop → state+RUN written ms | daemon VmHWM MiB | migration total ms |');
@@ -156,20 +166,25 @@ async function main(): Promise<void> {
     if ((await ref.exit(300_000)) !== 0) throw new Error(`toy reference failed: ${ref.stderr()}`);
     const reference = /digest=(\S+)/.exec(ref.stdout())![1];
     for (let r = 0; r < reps; r++) {
-      toyRuns.push(await runToy(size, migrateAt, steps, reference));
-      log(`  toy rep ${r + 1}: source total ${toyRuns[r].sourceTotalMs.toFixed(0)} ms, digest ${toyRuns[r].digestOk ? 'ok' : 'WRONG'}`);
+      const t = await attempt(`(e) toy rep ${r + 1}`, failures, () => runToy(size, migrateAt, steps, reference));
+      if (!t) continue;
+      toyRuns.push(t);
+      log(`  toy rep ${r + 1}: source total ${t.sourceTotalMs.toFixed(0)} ms, digest ${t.digestOk ? 'ok' : 'WRONG'}`);
     }
     const why = argFlag('--no-qemu') ? '--no-qemu given' : qemuUnavailable();
     if (why) console.log(`(e) QEMU side skipped: ${why}`);
     else {
       const qemuMem = Number(argOpt('--qemu-mem', String(size / MiB)));
       log(`(e) QEMU 7.2 post-copy, ${qemuMem} MiB guest`);
-      qemuRuns = await runQemuPostcopy({ memMiB: qemuMem, reps, log });
+      for (let r = 0; r < reps; r++) {
+        const q = await attempt(`(e) QEMU rep ${r + 1}`, failures, () => runQemuPostcopy({ memMiB: qemuMem, reps: 1, log }));
+        if (q) qemuRuns.push(...q.map((x) => ({ ...x, rep: r + 1 })));
+      }
     }
     console.log(`\n(e) total migration time, ${size / MiB} MiB: examples/toy (uniform random pattern) vs QEMU 7.2 post-copy (guest-touch, -accel tcg)`);
-    console.log('| | total ms | downtime ms | pages on demand / postcopy requests | check |');
+    console.log('| | total ms | downtime ms (ours: source stop → state handed to the toy) | pages on demand / postcopy requests | check |');
     console.log('|---|---|---|---|---|');
-    console.log(`| ours: toy, migrate() entered → SHUT | ${fmt(stat(toyRuns.map((t) => t.sourceTotalMs)), 0)} | ${fmt(stat(toyRuns.map((t) => t.downtimeMs ?? NaN)), 2)} (daemon) | ` +
+    console.log(`| ours: toy, migrate() entered → SHUT | ${fmt(stat(toyRuns.map((t) => t.sourceTotalMs)), 0)} | ${fmt(stat(toyRuns.map((t) => t.downtimeMs ?? NaN)), 2)} | ` +
       `${fmt(stat(toyRuns.map((t) => t.onDemand)), 0)} | digest ${toyRuns.every((t) => t.digestOk) ? 'equal to the never-migrated run' : 'MISMATCH'} |`);
     if (qemuRuns.length) {
       console.log(`| QEMU 7.2: query-migrate total-time | ${fmt(stat(qemuRuns.map((q) => q.totalTimeMs)), 0)} | ${fmt(stat(qemuRuns.map((q) => q.downtimeMs ?? NaN)), 0)} | ` +
@@ -185,7 +200,8 @@ async function main(): Promise<void> {
   const plots: string[] = [];
   // One extra, unmeasured run per toucher order with the destination sampling pages present (mincore).
   for (const order of ['seq', 'rand'] as const) {
-    const o = await runOurs({ size, placement: 'unpinned', background: true, order, sampleMs: 5 });
+    const o = await attempt(`plot run ${order}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order, sampleMs: 5 }));
+    if (!o) continue;
     const stop = BigInt(o.source.stopNs);
     const enterMs = Number(BigInt(o.source.enterNs) - stop) / 1e6; // negative: migrate() is entered before the stop
     const t: number[][] = o.source.timeline;
@@ -204,6 +220,7 @@ async function main(): Promise<void> {
   plots.push(writeFileIn('migration-fault-latency-hist.svg', histogram(
     (['seq', 'rand'] as const).map((order) => ({ name: `${order} toucher`, binWidth: 1, counts: sumHists(bRuns[order].map((o) => o.dest.touchUs.hist1us)) })),
     { title: `Fault latency seen by the toucher during a ${size / MiB} MiB migration (${reps} reps)`, xLabel: 'first-touch latency (µs, 1 µs bins, last bin = rest)', yLabel: 'touches (log)', logY: true, xMax: 300 })));
+  if (failures.length) console.log(`\n${failures.length} run(s) FAILED (not in the figures above):\n${failures.map((f) => `  - ${f}`).join('\n')}`);
   const file = writeResult('migration', out);
   console.log(`\nJSON: ${file}\nSVG: ${plots.join(', ')}`);
 }

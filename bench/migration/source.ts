@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { createMigratableRegion } from '../../src/source/region.js';
 import { migrate, type MigrationProgress } from '../../src/source/migrate.js';
-import { parseBytes } from './harness.js';
+import { parseBytes } from './units.js';
 
 function pageWord(p: number): number {
   return ((Math.imul(p, 0x9e3779b1) + 0x7f4a7c15) | 1) >>> 0;

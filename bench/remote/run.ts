@@ -10,7 +10,7 @@
 //   node dist/bench/remote/run.js [--reps 3] [--size 256M] [--ondemand-size 1G | --no-ondemand] [--quick]
 import os from 'node:os';
 import {
-  argFlag, argOpt, buildRef, sumHists, parseBytes, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
+  argFlag, argOpt, attempt, buildRef, sumHists, parseBytes, fmt, haveTaskset, hostLine, lastJson, placementNote, ratioText, runOurs, start, stat,
   writeFileIn, writeResult, type Placement,
 } from '../migration/harness.js';
 import { histogram } from '../plot.js';
@@ -34,7 +34,7 @@ async function runC(size: number, placement: Placement): Promise<LatRun> {
   try {
     const port = (await src.line(/^listening (\d+)$/m, 60_000))[1];
     const dst = start(ref, ['dst', '-p', port, '-s', String(size)], placement);
-    const code = await dst.exit(600_000);
+    const code = await dst.exit(120_000 + Math.ceil(size / 2 ** 30) * 120_000);
     if (code !== 0) throw new Error(`C dst failed (${code}): ${dst.stderr()}`);
     const j = lastJson(dst.stdout());
     return {
@@ -67,11 +67,13 @@ async function main(): Promise<void> {
   console.log(`remote fault service latency over loopback TCP: ${size / 1048576} MiB region, every page touched once sequentially, ${reps} repetitions`);
   console.log(`host: ${hostLine()} (shared machine: expect noise)`);
 
+  const failures: string[] = [];
   const runs: LatRun[] = [];
   for (const placement of placements) {
     for (let r = 0; r < reps; r++) {
       for (const impl of ['C', 'ours'] as const) {
-        const x = impl === 'C' ? await runC(size, placement) : await runOursLat(size, placement);
+        const x = await attempt(`${placement} ${impl} rep ${r + 1}`, failures, () => (impl === 'C' ? runC(size, placement) : runOursLat(size, placement)));
+        if (!x) continue;
         runs.push(x);
         process.stderr.write(`  ${placement} ${impl} rep ${r + 1}: touch p50 ${x.touchP50.toFixed(1)} µs, p99 ${x.touchP99.toFixed(1)}, total ${(x.totalMs / 1000).toFixed(2)} s\n`);
       }
@@ -107,9 +109,11 @@ async function main(): Promise<void> {
     ondemand = { placement, C: [], ours: [] };
     console.log(`\n${ondemandSize / 1048576} MiB pure on-demand, one sequential toucher, ${placementNote(placement)}, ${reps} repetitions`);
     for (let r = 0; r < reps; r++) {
-      ondemand.C.push(await runC(ondemandSize, placement));
-      ondemand.ours.push(await runOursLat(ondemandSize, placement));
-      process.stderr.write(`  rep ${r + 1}: C ${(ondemand.C[r].totalMs / 1000).toFixed(2)} s, ours ${(ondemand.ours[r].totalMs / 1000).toFixed(2)} s\n`);
+      const c = await attempt(`on-demand C rep ${r + 1}`, failures, () => runC(ondemandSize, placement));
+      if (c) ondemand.C.push(c);
+      const o = await attempt(`on-demand ours rep ${r + 1}`, failures, () => runOursLat(ondemandSize, placement));
+      if (o) ondemand.ours.push(o);
+      process.stderr.write(`  rep ${r + 1}: C ${c ? (c.totalMs / 1000).toFixed(2) : 'failed'} s, ours ${o ? (o.totalMs / 1000).toFixed(2) : 'failed'} s\n`);
     }
     console.log('| impl | total s | touch p50 µs | touch p99 µs |');
     console.log('|---|---|---|---|');
@@ -132,8 +136,9 @@ async function main(): Promise<void> {
       xLabel: 'first-touch latency (µs, 1 µs bins, last bin = rest)', yLabel: 'faults (log)', logY: true, xMax: placement === 'cpu0' ? 100 : 250,
     })));
   }
+  if (failures.length) console.log(`\n${failures.length} run(s) FAILED (not in the figures above):\n${failures.map((f) => `  - ${f}`).join('\n')}`);
   const file = writeResult('remote', {
-    host: hostLine(), cpus: os.cpus().length, size, reps, runs: runs.map(({ hist, ...x }) => x), summary, goals,
+    failures, host: hostLine(), cpus: os.cpus().length, size, reps, runs: runs.map(({ hist, ...x }) => x), summary, goals,
     ondemand: ondemand && { placement: ondemand.placement, C: ondemand.C.map(({ hist, ...x }) => x), ours: ondemand.ours.map(({ hist, ...x }) => x) },
   });
   console.log(`\nJSON: ${file}\nSVG: ${plots.join(', ')}`);

@@ -5,7 +5,18 @@ import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } fr
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import createDebug from 'debug';
-import { ProtocolError, RamImage, ReturnPathDecoder, StreamDecoder, type DecoderOptions } from '../protocol/index.js';
+import {
+  DEFAULT_TARGET_PAGE_SIZE,
+  ProtocolError,
+  ReturnPathDecoder,
+  StreamDecoder,
+  inflatePage,
+  protocolError,
+  xbzrleDecode,
+  type DecodedRecord,
+  type DecoderOptions,
+  type RamBlockInfo,
+} from '../protocol/index.js';
 import {
   StreamSummarizer,
   formatReturnPathSummary,
@@ -28,7 +39,8 @@ pages vs headers).
   --return-path FILE2    also decode FILE2 as a destination→source return-path capture
   --hugetlb-blocks LIST  comma-separated blocks whose MEM_SIZE entry carries a page size
                          (default: detected after POSTCOPY_ADVISE)
-  --ignore-shared        MEM_SIZE entries carry a guest address (x-ignore-shared)
+  --ignore-shared        MEM_SIZE entries carry a guest address (x-ignore-shared; default:
+                         detected from the configuration section's capabilities)
   --max-block-bytes N    refuse to extract a block larger than N bytes (default 16 GiB)
   -h, --help             this text
 
@@ -61,47 +73,146 @@ export function extractFileName(idstr: string): string {
 }
 
 /**
- * Writes a block's final content page by page into a sparse file: memory stays bounded whatever
- * length a MEM_SIZE record claims, and pages never received stay holes (they read as zero).
+ * Applies decoded RAM records straight to one sparse file per block, so extraction needs memory for one
+ * page plus a bit per page, whatever the guest size: pages go to their place with positional writes,
+ * XBZRLE deltas are applied to the page read back from the file, and pages never written stay holes
+ * (they read as zero).
  */
-function writeBlockFile(image: RamImage, idstr: string, length: number, out: string, maxBytes: number): void {
-  if (length > maxBytes) {
-    throw new Error(`block ${JSON.stringify(idstr)} claims ${length} bytes, over --max-block-bytes ${maxBytes}`);
+class BlockFiles {
+  private readonly files = new Map<string, { fd: number; path: string; length: number; written: Uint8Array }>();
+  private readonly page: Buffer;
+  private zeros: Buffer | null = null;
+
+  constructor(
+    private readonly dir: string,
+    private readonly pageSize: number,
+    private readonly maxBytes: number,
+  ) {
+    this.page = Buffer.alloc(pageSize);
   }
-  const fd = openSync(out, 'w');
-  try {
-    ftruncateSync(fd, length);
-    for (let off = 0; off < length; off += image.pageSize) {
-      if (image.isReceived(idstr, off)) writeSync(fd, image.readPage(idstr, off), 0, image.pageSize, off);
+
+  get paths(): string[] {
+    return [...this.files.values()].map((f) => f.path);
+  }
+
+  apply(r: DecodedRecord): void {
+    switch (r.kind) {
+      case 'mem-size':
+        this.open(r.blocks);
+        return;
+      case 'page':
+        this.write(r.block, r.blockOffset, r.data, r.offset);
+        return;
+      case 'compressed-page':
+        this.write(r.block, r.blockOffset, r.page ?? inflatePage(r.data, this.pageSize, r.offset), r.offset);
+        return;
+      case 'zero': {
+        const f = this.file(r.block, r.blockOffset, r.offset);
+        // A zero page over a hole needs no write.
+        if (r.fill !== 0 || this.isWritten(f, r.blockOffset)) this.write(r.block, r.blockOffset, this.page.fill(r.fill), r.offset);
+        return;
+      }
+      case 'xbzrle': {
+        const f = this.file(r.block, r.blockOffset, r.offset);
+        const cur = this.page.fill(0);
+        if (this.isWritten(f, r.blockOffset)) readSync(f.fd, cur, 0, this.pageSize, r.blockOffset);
+        xbzrleDecode(r.data, cur, r.offset);
+        this.write(r.block, r.blockOffset, cur, r.offset);
+        return;
+      }
+      case 'command':
+        if (r.command === 'POSTCOPY_RAM_DISCARD') {
+          // Discarded pages read as zero until sent again (only pages written so far need a write).
+          for (const x of r.ranges) if (x.length > 0) this.discard(r.idstr, x.start, x.length, r.offset);
+        }
+        return;
+      default:
+        return;
     }
-  } finally {
-    closeSync(fd);
+  }
+
+  close(): void {
+    for (const f of this.files.values()) closeSync(f.fd);
+    this.files.clear();
+  }
+
+  private open(blocks: readonly RamBlockInfo[]): void {
+    // Refuse before creating anything: a MEM_SIZE record may claim any size.
+    const names = new Map<string, string>();
+    for (const b of blocks) {
+      if (b.usedLength > this.maxBytes) throw new Error(`block ${JSON.stringify(b.idstr)} claims ${b.usedLength} bytes, over --max-block-bytes ${this.maxBytes}`);
+      const name = extractFileName(b.idstr);
+      const other = names.get(name);
+      if (other !== undefined) throw new Error(`blocks ${JSON.stringify(other)} and ${JSON.stringify(b.idstr)} would both be extracted to ${name}`);
+      names.set(name, b.idstr);
+    }
+    mkdirSync(this.dir, { recursive: true });
+    for (const b of blocks) {
+      const old = this.files.get(b.idstr);
+      if (old !== undefined && old.length === b.usedLength) continue;
+      if (old !== undefined) closeSync(old.fd);
+      const out = path.join(this.dir, extractFileName(b.idstr));
+      const fd = openSync(out, 'w+');
+      this.files.set(b.idstr, { fd, path: out, length: b.usedLength, written: new Uint8Array(Math.ceil(b.usedLength / this.pageSize / 8)) });
+      ftruncateSync(fd, b.usedLength);
+      log('extracting %s (%d bytes) to %s', b.idstr, b.usedLength, out);
+    }
+  }
+
+  private file(block: string, blockOffset: number, at: number) {
+    const f = this.files.get(block);
+    if (f === undefined) throw protocolError('UNKNOWN_BLOCK', `block ${JSON.stringify(block)} before any MEM_SIZE naming it`, at, '--extract', 'a block announced by MEM_SIZE');
+    if (blockOffset % this.pageSize !== 0 || blockOffset + this.pageSize > f.length) {
+      throw protocolError('BAD_OFFSET', `offset 0x${blockOffset.toString(16)} in block ${JSON.stringify(block)}`, at, '--extract', `a page-aligned offset inside ${f.length} bytes`);
+    }
+    return f;
+  }
+
+  private discard(block: string, start: number, length: number, at: number): void {
+    const f = this.file(block, start, at);
+    this.file(block, start + length - this.pageSize, at);
+    const end = (start + length) / this.pageSize;
+    for (let i = start / this.pageSize; i < end; ) {
+      if ((i & 7) === 0 && f.written[i >>> 3] === 0) {
+        i += 8; // eight never-written pages at once: huge discards stay cheap
+        continue;
+      }
+      if ((f.written[i >>> 3] & (1 << (i & 7))) !== 0) this.write(block, i * this.pageSize, (this.zeros ??= Buffer.alloc(this.pageSize)), at);
+      i++;
+    }
+    // write() marked the pages as written; they now hold zeros, which is their content.
+  }
+
+  private isWritten(f: { written: Uint8Array }, blockOffset: number): boolean {
+    const i = blockOffset / this.pageSize;
+    return (f.written[i >>> 3] & (1 << (i & 7))) !== 0;
+  }
+
+  private write(block: string, blockOffset: number, data: Uint8Array, at: number): void {
+    const f = this.file(block, blockOffset, at);
+    writeSync(f.fd, data, 0, this.pageSize, blockOffset);
+    const i = blockOffset / this.pageSize;
+    f.written[i >>> 3] |= 1 << (i & 7);
   }
 }
 
 function inspectStream(file: string, opts: DecoderOptions, extractDir?: string, maxBlockBytes = DEFAULT_MAX_BLOCK): { summary: StreamSummary; extracted: string[] } {
   const decoder = new StreamDecoder(opts);
   const summarizer = new StreamSummarizer();
-  const image = extractDir !== undefined ? new RamImage({ targetPageSize: opts.targetPageSize }) : undefined;
-  const take = (records: Iterable<Parameters<StreamSummarizer['add']>[0]>) => {
-    for (const r of records) {
-      summarizer.add(r);
-      image?.apply(r);
-    }
-  };
-  const bytes = feedFile(file, (chunk) => take(decoder.push(chunk)));
-  take(decoder.end());
-  const extracted: string[] = [];
-  if (image && extractDir !== undefined) {
-    mkdirSync(extractDir, { recursive: true });
-    for (const b of image.blocks) {
-      const out = path.join(extractDir, extractFileName(b.idstr));
-      writeBlockFile(image, b.idstr, b.usedLength, out, maxBlockBytes);
-      extracted.push(out);
-      log('extracted %s (%d bytes) to %s', b.idstr, b.usedLength, out);
-    }
+  const files = extractDir !== undefined ? new BlockFiles(extractDir, opts.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE, maxBlockBytes) : undefined;
+  try {
+    const take = (records: Iterable<DecodedRecord>) => {
+      for (const r of records) {
+        summarizer.add(r);
+        files?.apply(r);
+      }
+    };
+    const bytes = feedFile(file, (chunk) => take(decoder.push(chunk)));
+    take(decoder.end());
+    return { summary: summarizer.finish(bytes), extracted: files?.paths ?? [] };
+  } finally {
+    files?.close();
   }
-  return { summary: summarizer.finish(bytes), extracted };
 }
 
 function inspectReturnPath(file: string): ReturnPathSummary {
@@ -148,7 +259,8 @@ export function main(argv: string[]): number {
     const hugetlb = values['hugetlb-blocks']?.split(',').filter(Boolean);
     const opts: DecoderOptions = {
       memSizePageSize: hugetlb ? (idstr: string) => hugetlb.includes(idstr) : 'auto',
-      memSizeGuestAddress: values['ignore-shared'],
+      // Unset: the decoder follows the stream's configuration section (x-ignore-shared capability).
+      memSizeGuestAddress: values['ignore-shared'] ? true : undefined,
     };
     const result: { stream?: StreamSummary; extracted?: string[]; returnPath?: ReturnPathSummary } = {};
     const text: string[] = [];

@@ -14,6 +14,7 @@ import { F, C, SharedStats } from './stats.js';
 import { eventfdWrite } from '../uffd/events.js';
 import { WireMap } from './regions.js';
 import { PageSink } from './page-sink.js';
+import { PlacementRing } from './placement-ring.js';
 import { recvSome, sendAll, setBlocking } from './sockets.js';
 import type { StreamWorkerData, WorkerMessage } from './worker-common.js';
 
@@ -31,7 +32,9 @@ export function runStreamWorker(d: StreamWorkerData): void {
   });
   const ps = device.pageSize;
   const wire = new WireMap(d.regions, ps, d.named);
-  const sink = new PageSink(device, wire, stats, 'background', () => post({ type: 'all-present' }), 1 << 20);
+  // With a ring, runs are placed by the placer worker while we receive the next chunk.
+  const ring = d.ring ? new PlacementRing(d.ring) : undefined;
+  const sink = new PageSink(device, wire, stats, 'background', () => post({ type: 'all-present' }), 1 << 20, ring);
   const decoder = new StreamDecoder({ targetPageSize: ps });
   const buf = Buffer.allocUnsafeSlow(d.recvBytes);
   const addr = addressOf(buf);
@@ -91,6 +94,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
       const r = recvSome(d.mainFd, addr, buf.length, d.mainIsSocket);
       if (r === 0 || r === -ECONNRESET) {
         sink.flush();
+        sink.drain();
         let detail = r === 0 ? 'connection closed' : 'connection reset';
         if (!sawEof) {
           try { decoder.end(); } catch (e) { detail += `: ${(e as Error).message}`; }
@@ -100,6 +104,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
       }
       if (r < 0) {
         sink.flush();
+        sink.drain();
         post({ type: 'stream-end', clean: false, detail: `receive failed: ${errnoName(-r)}` });
         return;
       }
@@ -107,10 +112,12 @@ export function runStreamWorker(d: StreamWorkerData): void {
       const recs = decoder.push(buf.subarray(0, r));
       for (let i = 0; i < recs.length; i++) handle(recs[i]);
       sink.flush();
-      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now.
-      if (Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
+      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now
+      // (with a ring the placer nudges once the pages are in).
+      if (!ring && Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
     }
   } finally {
+    ring?.close();
     device.close();
   }
 }

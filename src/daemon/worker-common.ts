@@ -2,6 +2,7 @@
 import { Worker as WorkerCtor } from 'node:worker_threads';
 import type { UmemRegionSpec } from '../umem-compat/index.js';
 import type { PlacementMode } from './regions.js';
+import type { PlacementRingInit } from './placement-ring.js';
 
 export interface WorkerShared {
   uffd: number;
@@ -40,6 +41,13 @@ export interface StreamWorkerData extends WorkerShared {
   /** Idstr of the state section. */
   stateSection: string;
   recvBytes: number;
+  /** Staging ring shared with the placer worker; absent: the stream worker places synchronously. */
+  ring?: PlacementRingInit;
+}
+
+export interface PlacerWorkerData extends WorkerShared {
+  role: 'placer';
+  ring: PlacementRingInit;
 }
 
 export type WorkerMessage =
@@ -54,10 +62,14 @@ export type WorkerMessage =
 
 export const STATE_SECTION = 'postcopy-uffd/state';
 
-/** A fault worker and a stream worker, started before they are needed (module + koffi load takes ~100 ms+). */
+/**
+ * A fault worker, a stream worker and a placer, started before they are needed (module + koffi load takes
+ * ~100 ms+). `placer` absent: the stream worker places synchronously.
+ */
 export interface WorkerPair {
   fault: import('node:worker_threads').Worker;
   stream: import('node:worker_threads').Worker;
+  placer?: import('node:worker_threads').Worker;
 }
 
 export function spawnWorkerPair(): WorkerPair {
@@ -67,5 +79,5 @@ export function spawnWorkerPair(): WorkerPair {
     w.unref();
     return w;
   };
-  return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream') };
+  return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream'), placer: make('./placer-worker.js', 'placer') };
 }

@@ -1,6 +1,8 @@
 // Chunk-boundary handling shared by every decoder. Subclasses parse one element at a time from one
 // contiguous view; when an element straddles pushed chunks, only the bytes of that element are copied
 // into a small carry buffer, so everything else (page payloads in particular) stays a view of the input.
+// Exception: an element whose end must be scanned for (an opaque device section) tops the carry up in
+// 64 KiB steps, so records in those few following bytes are views of the carry instead.
 import { protocolError } from './errors.js';
 
 /** Returned by step() when the element at p is not complete in [p, end). */

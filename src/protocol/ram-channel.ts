@@ -42,7 +42,11 @@ export class RamChannel {
   private readonly pageMask: number;
   private readonly maxCompressed: number;
   private readonly pageSizeRule: MemSizePageSizeRule;
-  private readonly guestAddress: boolean;
+  /**
+   * x-ignore-shared: every MEM_SIZE block carries a be64 guest address. Settable so StreamDecoder can
+   * turn it on from the configuration section's validated capabilities when not given explicitly.
+   */
+  guestAddress: boolean;
   private readonly maxBlocks: number;
   private readonly inflate: boolean;
   /** Set by StreamDecoder when POSTCOPY_ADVISE is seen (MEM_SIZE may then carry page sizes). */
@@ -181,6 +185,8 @@ export class RamChannel {
     if (continued || (kind !== RAM_SAVE_FLAG_MEM_SIZE && (hi !== 0 || addrLo !== 0))) {
       throw protocolError('BAD_FLAGS', `flags 0x${flags.toString(16)} with offset 0x${(hi * 0x100000000 + addrLo).toString(16)}`, abs, 'ram record', 'CONTINUE only on page records; zero offset on EOS/MULTIFD_FLUSH');
     }
+    // The offset's low bits are the flags (as in QEMU), so an offset that is not page aligned shows
+    // up here as unknown flag bits: the messages below say so.
     switch (kind) {
       case RAM_SAVE_FLAG_EOS:
         out.push({ kind: 'eos', offset: abs });
@@ -196,7 +202,7 @@ export class RamChannel {
       case RAM_SAVE_FLAG_FULL:
         throw protocolError('BAD_FLAGS', 'obsolete RAM_SAVE_FLAG_FULL', abs, 'ram record', 'a v4 record kind');
       default:
-        throw protocolError('BAD_FLAGS', `unknown flag combination 0x${flags.toString(16)}`, abs, 'ram record', 'exactly one of ZERO, MEM_SIZE, PAGE, EOS, XBZRLE, COMPRESS_PAGE, MULTIFD_FLUSH (+CONTINUE on pages)');
+        throw protocolError('BAD_FLAGS', `unknown flag combination 0x${flags.toString(16)} (or an offset not aligned to the ${this.pageSize}-byte target page)`, abs, 'ram record', 'a page-aligned offset with exactly one of ZERO, MEM_SIZE, PAGE, EOS, XBZRLE, COMPRESS_PAGE, MULTIFD_FLUSH (+CONTINUE on pages)');
     }
   }
 
@@ -242,7 +248,7 @@ export class RamChannel {
       if (hasPageSize) {
         if (end - q < 8) return this.needBytes(q - p + 8);
         const ps = be32(d, q) * 0x100000000 + be32(d, q + 4);
-        if (be32(d, q) !== 0 || ps < this.pageSize || (ps & (ps - 1)) !== 0) {
+        if (ps < this.pageSize || ps >= 2 ** 53 || !Number.isInteger(Math.log2(ps))) {
           throw protocolError('BAD_LENGTH', `block ${JSON.stringify(idstr)} page size ${ps}`, abs + (q - p), ctx, 'a power-of-two page size of at least the target page');
         }
         info.pageSize = ps;
@@ -278,7 +284,7 @@ export class RamChannel {
       // With x-ignore-shared a guest address follows too; only the ADVISE summary can tell.
       if (end - q < 8) return null;
       const v = be32(d, q) * 0x100000000 + be32(d, q + 4);
-      return v > this.pageSize && (v & (v - 1)) === 0 && (Math.floor(this.adviseSummary / v) & 1) === 1;
+      return v > this.pageSize && v < 2 ** 53 && Number.isInteger(Math.log2(v)) && Math.floor(this.adviseSummary / v) % 2 === 1;
     }
     if (moreBlocks) {
       if (end - q < 1) return null;
@@ -288,9 +294,8 @@ export class RamChannel {
       if (end - q >= 1 && d[q] !== 0) return false;
       return null;
     }
-    const h = be32(d, q);
-    const l = be32(d, q + 4);
-    if (h !== 0) return false;
-    return l > this.pageSize && (l & (l - 1)) === 0;
+    // Any power of two above the target page (up to 2^52: 16 GiB POWER pages have h != 0).
+    const v = be32(d, q) * 0x100000000 + be32(d, q + 4);
+    return v > this.pageSize && v < 2 ** 53 && Number.isInteger(Math.log2(v));
   }
 }

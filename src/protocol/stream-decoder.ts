@@ -106,6 +106,8 @@ export class StreamDecoder extends IncrementalDecoder<DecodedRecord> {
   private scanFrom = 0;
   private hardEnd = false;
   private lastKind = '';
+  /** memSizeGuestAddress was given explicitly (else the configuration's capabilities decide it). */
+  private readonly guestAddressFixed: boolean;
   private readonly deviceSizes = new Map<string, number>();
 
   constructor(opts: DecoderOptions & { header?: boolean; sections?: readonly DeviceSectionInfo[] } = {}) {
@@ -117,6 +119,7 @@ export class StreamDecoder extends IncrementalDecoder<DecodedRecord> {
     this.maxVmDesc = opts.maxVmDescriptionBytes ?? 16 * 1024 * 1024;
     this.seedAllowed = opts.seedPostcopy ?? true;
     this.ramName = opts.ramSectionName ?? 'ram';
+    this.guestAddressFixed = opts.memSizeGuestAddress !== undefined;
     this.state = opts.header === false ? 'top' : 'header';
     for (const s of opts.sections ?? []) {
       this.sections.set(s.sectionId, {
@@ -554,6 +557,9 @@ export class StreamDecoder extends IncrementalDecoder<DecodedRecord> {
       }
       q = r;
     }
+    // x-ignore-shared is a validated capability: when on, the source lists it here (QEMU ≥ 4.0), and
+    // every MEM_SIZE block then carries its guest address.
+    if (!this.guestAddressFixed) this.channel.guestAddress = rec.capabilities?.includes('x-ignore-shared') ?? false;
     this.emit(rec);
     return q;
   }

@@ -234,7 +234,10 @@ export interface DecoderOptions {
   targetPageSize?: number;
   /** Default 'auto'. */
   memSizePageSize?: MemSizePageSizeRule;
-  /** x-ignore-shared negotiated: every MEM_SIZE block carries a be64 guest address. Default false. */
+  /**
+   * x-ignore-shared negotiated: every MEM_SIZE block carries a be64 guest address. Default: false, except
+   * that StreamDecoder turns it on when the configuration section lists the "x-ignore-shared" capability.
+   */
   memSizeGuestAddress?: boolean;
   /** Treat the stream as postcopy-advised from the start (e.g. a resumed stream). Default false. */
   postcopyAdvised?: boolean;

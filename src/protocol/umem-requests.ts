@@ -1,6 +1,6 @@
 // The June 2012 seed's page-request protocol (daemon → source, spec-notes §1.7): u8 cmd, [u8 len +
 // idstr], [be32 nr + nr × be64 target-page index]; at most 4063 offsets per message.
-import { UMEM_MAX_PAGE_NR, UmemReq, type UmemRequestName } from './constants.js';
+import { DEFAULT_TARGET_PAGE_SIZE, UMEM_MAX_PAGE_NR, UmemReq, type UmemRequestName } from './constants.js';
 import { ByteWriter, be32, be64, latin1 } from './bytes.js';
 import { protocolError } from './errors.js';
 import { IncrementalDecoder, NEED } from './incremental.js';
@@ -17,7 +17,7 @@ export class UmemRequestDecoder extends IncrementalDecoder<UmemRequest> {
 
   constructor(opts: { blocks?: readonly RamBlockInfo[]; targetPageSize?: number } = {}) {
     super();
-    this.pageSize = opts.targetPageSize ?? 4096;
+    this.pageSize = opts.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE;
     if (opts.blocks) this.blockMap = new Map(opts.blocks.map((b) => [b.idstr, b]));
   }
 

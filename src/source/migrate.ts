@@ -157,8 +157,8 @@ class Session {
   private readonly mainOut: Writable;
   private readonly mainIn: Readable;
   private readonly urgent?: net.Socket;
-  private readonly mainChan = new ChannelState();
-  private readonly urgentChan = new ChannelState();
+  private readonly mainChan: ChannelState;
+  private readonly urgentChan: ChannelState;
   private readonly rpMain = new ReturnPathDecoder();
   private readonly rpUrgent = new ReturnPathDecoder();
   private readonly queue: UrgentRange[] = [];
@@ -189,6 +189,8 @@ class Session {
     private readonly batchBytes: number,
     private readonly maxInflight: number,
   ) {
+    this.mainChan = new ChannelState(map.pageSize);
+    this.urgentChan = new ChannelState(map.pageSize);
     this.mainOut = transport.mainOut;
     this.mainIn = transport.mainIn;
     this.urgent = transport.urgent;
@@ -418,16 +420,18 @@ class Session {
       const cap = buf.length - 13; // EOS + footer
       let pos = writeSectionHeader(buf, 0, QEMU_VM_SECTION_PART, RAM_SECTION_ID);
       const start = pos;
+      let inlineUrgent = 0;
       if (hasUrgent) {
-        const before = pos;
         pos = this.fillUrgent(buf, pos, cap, this.mainChan);
-        this.stats.bytesUrgent += pos - before;
+        inlineUrgent = pos - start;
       }
       if (background) pos = this.fillBackground(buf, pos, cap, recMax);
       if (pos === start) { this.pool.push(buf); continue; }
       pos = writeEos(buf, pos);
       pos = writeFooter(buf, pos, RAM_SECTION_ID);
-      this.sendBatch(buf, pos);
+      // Inline urgent records count once, as urgent bytes (H10 bug 2: they were in bytesMain too).
+      this.stats.bytesUrgent += inlineUrgent;
+      this.sendBatch(buf, pos, inlineUrgent);
       this.progress(false);
       // Let the event loop read requests between chunks even when the socket takes everything at once.
       if (this.inflight < this.maxInflight) await new Promise<void>((r) => setImmediate(r));
@@ -475,9 +479,10 @@ class Session {
     return pos;
   }
 
-  private sendBatch(buf: Buffer, len: number): void {
+  /** `urgentBytes`: inline urgent records inside the batch, already counted in bytesUrgent. */
+  private sendBatch(buf: Buffer, len: number, urgentBytes = 0): void {
     this.inflight++;
-    this.stats.bytesMain += len;
+    this.stats.bytesMain += len - urgentBytes;
     this.mainOut.write(buf.subarray(0, len), (err) => {
       this.inflight--;
       if (err) { this.onTransportError(err, 'main'); return; }

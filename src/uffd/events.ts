@@ -3,7 +3,7 @@
 import {
   UFFD_MSG_SIZE, UFFD_EVENT_PAGEFAULT, UFFD_EVENT_FORK, UFFD_EVENT_REMAP, UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP,
   UFFD_PAGEFAULT_FLAG_WRITE, UFFD_PAGEFAULT_FLAG_WP, UFFD_PAGEFAULT_FLAG_MINOR,
-  EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, POLLIN, POLLFD_SIZE, POLLERR, POLLHUP, POLLNVAL,
+  EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, POLLIN, POLLFD_SIZE, POLLERR, POLLHUP, POLLNVAL, O_NONBLOCK,
 } from './abi.js';
 import { errno, readFn, writeFn, pollFn, closeFn, libc } from './libc.js';
 import { Errno, SyscallError, UffdError, uffdError } from './errors.js';
@@ -160,26 +160,27 @@ export function eventfdRead(fd: number): number {
 const fcntlFn = libc.func('fcntl', 'int', ['int', 'int', 'int']) as (fd: number, cmd: number, arg: number) => number;
 const F_GETFL = 3;
 const F_SETFL = 4;
-const O_NONBLOCK_FLAG = 0o4000;
+
+/** The open file description's status flags (F_GETFL). */
+function fileStatusFlags(fd: number): number {
+  const fl = fcntlFn(fd, F_GETFL, 0);
+  if (fl < 0) throw new SyscallError('fcntl(F_GETFL)', errno(), `fd ${fd}`);
+  return fl;
+}
 
 /**
  * Set or clear O_NONBLOCK on an fd (its open file description: shared with every dup and with the process
- * it came from). poll() on a *blocking* userfaultfd always reports POLLERR and read() then blocks, so an fd
- * received from elsewhere (pidfd_getfd, SCM_RIGHTS, a FORK event of a blocking parent) must be made
- * non-blocking before it goes into a Poller.
+ * it came from). See ensureNonBlocking for why a polled userfaultfd needs it.
  */
 export function setNonBlocking(fd: number, on = true): void {
-  const fl = fcntlFn(fd, F_GETFL, 0);
-  if (fl < 0) throw new SyscallError('fcntl(F_GETFL)', errno());
-  const want = on ? fl | O_NONBLOCK_FLAG : fl & ~O_NONBLOCK_FLAG;
-  if (want !== fl && fcntlFn(fd, F_SETFL, want) < 0) throw new SyscallError('fcntl(F_SETFL)', errno());
+  const fl = fileStatusFlags(fd);
+  const want = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+  if (want !== fl && fcntlFn(fd, F_SETFL, want) < 0) throw new SyscallError('fcntl(F_SETFL)', errno(), `fd ${fd}`);
 }
 
 /** Is O_NONBLOCK set on `fd`'s open file description? */
 export function isNonBlocking(fd: number): boolean {
-  const fl = fcntlFn(fd, F_GETFL, 0);
-  if (fl < 0) throw uffdError({ op: 'fcntl(F_GETFL)', errno: errno() });
-  return (fl & O_NONBLOCK_FLAG) !== 0;
+  return (fileStatusFlags(fd) & O_NONBLOCK) !== 0;
 }
 
 /**
@@ -191,17 +192,15 @@ export function isNonBlocking(fd: number): boolean {
  * or 'throw' a UffdError that says so. Returns whether the fd was already non-blocking.
  */
 export function ensureNonBlocking(fd: number, policy: 'set' | 'throw' = 'set'): boolean {
-  const fl = fcntlFn(fd, F_GETFL, 0);
-  if (fl < 0) throw uffdError({ op: 'fcntl(F_GETFL)', errno: errno() });
-  if (fl & O_NONBLOCK_FLAG) return true;
+  if (isNonBlocking(fd)) return true;
   if (policy === 'throw') {
     throw new UffdError({
       op: 'poll(userfaultfd)', errno: Errno.EINVAL,
       hint: `uffd ${fd} is blocking: poll() would answer POLLERR and read() would block; create it with nonBlocking: true or set O_NONBLOCK`,
     });
   }
-  if (fcntlFn(fd, F_SETFL, fl | O_NONBLOCK_FLAG) < 0) throw uffdError({ op: 'fcntl(F_SETFL, O_NONBLOCK)', errno: errno() });
-    return false;
+  setNonBlocking(fd, true);
+  return false;
 }
 
 export function closeFd(fd: number): void {

@@ -23,6 +23,7 @@ import { addressOf } from './memory.js';
 const log = createDebug('postcopy:fault-server');
 export const FAULT_SERVER_ROLE = 'postcopy-uffd/fault-server';
 const EEXIST = 17;
+const EAGAIN = 11;
 
 export type PageSource =
   | { kind: 'constant'; byte: number }
@@ -48,7 +49,7 @@ export interface FaultServerStats {
   reads: number;
   /** Pages someone else placed first (woken, not an error). */
   eexist: number;
-  /** UFFDIO_COPY failures other than EEXIST. */
+  /** UFFDIO_COPY failures other than EEXIST (EAGAIN included: the faulting thread is woken to fault again). */
   errors: number;
 }
 
@@ -90,7 +91,12 @@ export function serveFaults(job: FaultServerOptions & { stopFd: number }, fill: 
       const dst = addr - (addr & mask);
       if (fill) fill(page, (dst - job.base) / ps);
       const r = uffd.copyRaw(dst, src, ps, 0);
-      if (r === -EEXIST) { stats.eexist++; uffd.wakeRaw(dst, ps); } else if (r < 0) stats.errors++;
+      if (r === -EEXIST) { stats.eexist++; uffd.wakeRaw(dst, ps); } else if (r < 0) {
+        stats.errors++;
+        // EAGAIN: the mm changed (an event is pending; this loop reads and skips it). Wake the thread so it
+        // faults again and comes back as a new message, instead of sleeping forever on a fault we dropped.
+        if (r === -EAGAIN) uffd.wakeRaw(dst, ps);
+      }
       stats.served++;
     }
   }

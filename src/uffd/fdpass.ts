@@ -596,7 +596,7 @@ function sockaddrUn(path: string): Buffer {
   // A leading '@' (or NUL) names an abstract socket: no file, vanishes with its last fd.
   const abstract = path.startsWith('@') || path.startsWith('\0');
   const name = Buffer.from(abstract ? path.slice(1) : path, 'utf8');
-  const max = abstract ? 107 : 107; // sun_path is 108 bytes; a filesystem path needs its NUL
+  const max = 107; // sun_path is 108 bytes: a filesystem path needs its trailing NUL, an abstract name its leading one
   if (name.length === 0 || name.length > max) throw new FdPassError('BAD_ARGUMENT', `unix socket path must be 1..${max} bytes, got ${name.length}: ${path}`);
   const addr = Buffer.alloc(110);
   addr.writeUInt16LE(AF_UNIX, 0);

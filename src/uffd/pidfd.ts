@@ -7,7 +7,6 @@ import { SyscallError, Errno } from './errors.js';
 
 const PIDFD_NONBLOCK = 0o4000;
 
-
 function sysno(name: 'pidfd_open' | 'pidfd_getfd'): number {
   if (!SYS) throw new SyscallError(name, Errno.ENOSYS, `no syscall table for ${process.arch}`);
   return SYS[name];

@@ -192,6 +192,25 @@ function apiHandshake(fd: number, features: bigint, apiVersion = UFFD_API): { fe
 
 let probeCache: ApiProbe | undefined;
 
+/**
+ * The feature mask open() enables, from what the probe offered: (wanted ∩ offered) ∪ required. Pure, so it
+ * can be checked against simulated kernel answers. Bits this library has no name for pass through like any
+ * other: offered-but-unknown bits are enabled only when the caller asked for them (a bigint mask), and an
+ * unknown bit in `offered` never makes planning fail. Throws UffdFeatureError when a required bit is not offered.
+ */
+export function planFeatures(offered: bigint, opts: Pick<OpenOptions, 'features' | 'require'> = {}): bigint {
+  const required = encodeFeatures(opts.require ?? []);
+  const missing = required & ~offered;
+  if (missing) {
+    const d = decodeFeatures(missing);
+    const names: string[] = [...d.names];
+    if (d.unknown) names.push(`0x${d.unknown.toString(16)}`);
+    throw new UffdFeatureError(names, offered);
+  }
+  const wanted = encodeFeatures(opts.features ?? DEFAULT_FEATURES);
+  return (wanted & offered) | required;
+}
+
 export class Userfaultfd {
   /** The descriptor (-1 after close()). */
   fd: number;
@@ -241,17 +260,7 @@ export class Userfaultfd {
 
   /** Probe, then create the real fd and enable (wanted ∩ offered) ∪ required, once. */
   static open(opts: OpenOptions = {}): Userfaultfd {
-    const offered = Userfaultfd.probe(opts).features;
-    const required = encodeFeatures(opts.require ?? []);
-    const missing = required & ~offered;
-    if (missing) {
-      const d = decodeFeatures(missing);
-      const names: string[] = [...d.names];
-      if (d.unknown) names.push(`0x${d.unknown.toString(16)}`);
-      throw new UffdFeatureError(names, offered);
-    }
-    const wanted = encodeFeatures(opts.features ?? DEFAULT_FEATURES);
-    const enable = (wanted & offered) | required;
+    const enable = planFeatures(Userfaultfd.probe(opts).features, opts);
     const fd = createUffdFd(opts);
     try {
       const r = apiHandshake(fd, enable);

@@ -105,6 +105,24 @@ export function runChild(opts: ChildOptions & { script: string; args?: unknown }
  * structured-cloneable; it is returned as `result`.
  */
 export function runInChild(moduleUrl: string, exportName: string, args?: unknown, opts: ChildOptions = {}): Promise<ChildResult> {
+  return startInChild(moduleUrl, exportName, args, opts).done;
+}
+
+/** A child started by startInChild: talk to it while it runs. */
+export interface RunningChild {
+  child: ChildProcess;
+  /** Resolves when the child has exited (never rejects), as runInChild. */
+  done: Promise<ChildResult>;
+  /** The next sendToParent() message (rejects when the child exits first or after timeoutMs, default 10 s). */
+  nextMessage(timeoutMs?: number): Promise<unknown>;
+  kill(): void;
+}
+
+/**
+ * runInChild for a child that must stay alive while the test acts on it (e.g. it hands over an fd, then the
+ * test kills it). The hard timeout still applies.
+ */
+export function startInChild(moduleUrl: string, exportName: string, args?: unknown, opts: ChildOptions = {}): RunningChild {
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const started = Date.now();
   const modulePath = moduleUrl.startsWith('file:') ? fileURLToPath(moduleUrl) : path.resolve(moduleUrl);
@@ -115,7 +133,27 @@ export function runInChild(moduleUrl: string, exportName: string, args?: unknown
     uid: opts.uid,
     gid: opts.gid,
   });
-  return collect(child, timeoutMs, started);
+  const done = collect(child, timeoutMs, started);
+  const queue: unknown[] = [];
+  const waiters: ((m: unknown) => void)[] = [];
+  child.on('message', (m: any) => {
+    if (!m || m.kind !== 'user') return;
+    const w = waiters.shift();
+    if (w) w(m.message); else queue.push(m.message);
+  });
+  const nextMessage = (ms = 10_000): Promise<unknown> => {
+    if (queue.length) return Promise.resolve(queue.shift());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no message from the child within ${ms} ms`)), ms);
+      const w = (m: unknown): void => { clearTimeout(timer); resolve(m); };
+      waiters.push(w);
+      void done.then((r) => {
+        const k = waiters.indexOf(w);
+        if (k >= 0) { waiters.splice(k, 1); clearTimeout(timer); reject(new Error(`child ended before sending a message: ${r.summary}`)); }
+      });
+    });
+  };
+  return { child, done, nextMessage, kill: () => { child.kill('SIGKILL'); } };
 }
 
 /**

@@ -41,7 +41,8 @@ export function decodeInPieces<R>(dec: { push(c: Uint8Array): R[]; end(): R[] },
 
 /** A complete stream exercising every element kind (precopy shape + commands + package + vmdesc). */
 export function sampleStream(seed = 1): { bytes: Buffer; pages: Map<string, Buffer> } {
-  const enc = new StreamEncoder();
+  // x-ignore-shared is listed in the configuration, so MEM_SIZE carries guest addresses (as in QEMU).
+  const enc = new StreamEncoder({ memSizeGuestAddress: true });
   const parts: Uint8Array[] = [];
   const put = (...v: (Uint8Array | IoVec)[]): void => {
     for (const x of v) if (x instanceof Uint8Array) parts.push(x); else parts.push(...x);

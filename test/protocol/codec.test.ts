@@ -197,7 +197,7 @@ test('stream: decode → encode gives identical bytes; records are complete', (t
   const apic = recs.find((r) => r.kind === 'device-state' && r.idstr === 'apic') as any;
   t.deepEqual([...apic.data], [9, 9, 9]);
   t.is(kinds.indexOf('package-end'), kinds.indexOf('POSTCOPY_RUN') + 1);
-  t.true(new StreamEncoder().encodeAll(recs).equals(bytes));
+  t.true(new StreamEncoder({ memSizeGuestAddress: true }).encodeAll(recs).equals(bytes));
 });
 
 test('stream: device section sizes given by option are used and checked', (t) => {
@@ -361,4 +361,30 @@ test('encoder refuses names over 255 bytes, misaligned offsets and bad CONTINUE'
   enc.memSize(BLOCKS);
   expectCode(t, () => enc.zero('pc.ram', 64 * 4096), 'ENCODE');
   expectCode(t, () => new StreamEncoder().section('start', 1, 'y'.repeat(300)), 'ENCODE');
+});
+
+test('MEM_SIZE guest addresses follow the configuration capabilities (x-ignore-shared) unless given', (t) => {
+  const blocks = [{ idstr: 'pc.ram', usedLength: 0x2000, guestAddress: 0 }, { idstr: 'pc.bios', usedLength: 0x1000, guestAddress: 0xfffc0000 }];
+  const stream = (caps: string[] | undefined) => {
+    const enc = new StreamEncoder({ memSizeGuestAddress: caps?.includes('x-ignore-shared') ?? false });
+    return concat([enc.header(), enc.configuration('pc-q35-7.2', caps ? { capabilities: caps } : {}), enc.section('start', 2, 'ram', 0, 4), enc.ram.memSize(blocks), enc.ram.eos(), enc.footer(2), enc.eof()]);
+  };
+  const mem = (recs: DecodedRecord[]) => recs.find((r) => r.kind === 'mem-size') as any;
+  t.deepEqual(mem(decodeStream(stream(['x-ignore-shared']))).blocks, blocks);
+  t.deepEqual(mem(decodeStream(stream(undefined))).blocks, blocks.map(({ idstr, usedLength }) => ({ idstr, usedLength })));
+  // An explicit option wins over the configuration.
+  t.throws(() => decodeStream(stream(['x-ignore-shared']), { memSizeGuestAddress: false }), { instanceOf: ProtocolError });
+});
+
+test('MEM_SIZE page size auto-detection: last block with a page size above 4 GiB, middle blocks by the 0 byte', (t) => {
+  const blocks = [{ idstr: 'ram0', usedLength: 0x1000, pageSize: 0x200000 }, { idstr: 'ram1', usedLength: 0x1000 }, { idstr: 'big', usedLength: 0x1000, pageSize: 2 ** 34 }];
+  const enc = new StreamEncoder();
+  const bytes = concat([enc.header(), enc.command({ command: 'POSTCOPY_ADVISE', pageSizeSummary: 2 ** 34 + 0x201000, targetPageSize: 4096 }), enc.section('start', 2, 'ram', 0, 4), enc.ram.memSize(blocks), enc.ram.eos(), enc.footer(2), enc.eof()]);
+  t.deepEqual((decodeStream(bytes).find((r) => r.kind === 'mem-size') as any).blocks, blocks);
+  // Byte by byte, the decision waits for enough bytes and comes out the same.
+  const d = new StreamDecoder();
+  const recs: DecodedRecord[] = [];
+  for (let i = 0; i < bytes.length; i++) recs.push(...d.push(bytes.subarray(i, i + 1)));
+  recs.push(...d.end());
+  t.deepEqual((recs.find((r) => r.kind === 'mem-size') as any).blocks, blocks);
 });

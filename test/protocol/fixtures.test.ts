@@ -135,6 +135,17 @@ function registerStreamTests(fx: Fixture): void {
     for (let i = 0; i < head; i++) bytewise.push(data.subarray(i, i + 1));
     bytewise.push(data.subarray(head));
     t.deepEqual(decodeChunks(bytewise).map(fingerprint), whole);
+    // One byte at a time over the device sections too (ends found by scanning for the footer, the
+    // PACKAGED blob of postcopy streams, EOF and the VM description).
+    const recs = decodeChunks([data]);
+    const devs = recs.filter((r) => r.kind === 'device-state');
+    const from = Math.max(0, devs[0].offset - 64);
+    const last = recs.filter((r) => r.kind === 'footer' && r.offset > devs[devs.length - 1].offset)[0];
+    const to = fx.postcopy ? Math.min(data.length, last.offset + 5 + 64) : data.length;
+    const around: Uint8Array[] = [data.subarray(0, from)];
+    for (let i = from; i < to; i++) around.push(data.subarray(i, i + 1));
+    around.push(data.subarray(to));
+    t.deepEqual(decodeChunks(around).map(fingerprint), whole, `byte by byte over [${from}, ${to})`);
   });
 
   test(`${fx.stream}: decode → encode gives the same bytes and decodes to the same records`, (t) => {

@@ -1,7 +1,7 @@
 // postcopy-inspect, spawned as a real process on the QEMU fixtures and on corrupted copies.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,10 +60,42 @@ test('--extract refuses a block larger than --max-block-bytes (a MEM_SIZE claimi
   t.is(r.status, 1);
   t.regex(r.stderr, /claims 1099511627776 bytes, over --max-block-bytes/);
   t.is(r.stderr.trim().split('\n').length, 1);
-  // The small block was written before the refusal, sparse where nothing was sent.
-  const small = readFileSync(path.join(dir, 'out', 'small.bin'));
-  t.is(small.length, 8192);
-  t.true(small.subarray(0, 4096).every((b) => b === 0) && small.subarray(4096).every((b) => b === 7));
+  // Refused at MEM_SIZE, before any file was created.
+  t.false(existsSync(path.join(dir, 'out', 'huge.bin')));
+  t.false(existsSync(path.join(dir, 'out', 'small.bin')));
+});
+
+test('--extract streams pages to sparse files: ZERO over a written page, XBZRLE on top, discards, name collisions', (t) => {
+  const dir = tempDir(t);
+  const enc = new StreamEncoder();
+  const blocks = [{ idstr: 'a/b', usedLength: 4 * 4096 }, { idstr: 'rom', usedLength: 4096 }];
+  const p1 = new Uint8Array(4096).fill(1);
+  const p2 = new Uint8Array(4096).fill(2);
+  const p3 = Buffer.from(p2);
+  p3.fill(9, 100, 200);
+  const stream = Buffer.concat([
+    enc.header(), enc.section('start', 2, 'ram', 0, 4), enc.ram.memSize(blocks), enc.ram.eos(), enc.footer(2),
+    enc.section('part', 2), ...enc.ram.page('a/b', 0, p1), ...enc.ram.page('a/b', 4096, p2), ...enc.ram.page('a/b', 8192, p2),
+    enc.ram.zero('a/b', 0), ...enc.ram.xbzrlePage('a/b', 4096, p2, p3), enc.ram.zero('rom', 0, 0x33), enc.ram.eos(), enc.footer(2),
+    enc.command({ command: 'POSTCOPY_RAM_DISCARD', version: 0, idstr: 'a/b', ranges: [{ start: 8192, length: 8192 }] }),
+    enc.section('end', 2), enc.ram.eos(), enc.footer(2), enc.eof(),
+  ]);
+  const file = path.join(dir, 's.mig');
+  writeFileSync(file, stream);
+  const r = run(['--extract', path.join(dir, 'out'), file]);
+  t.is(r.status, 0, r.stderr);
+  const ab = readFileSync(path.join(dir, 'out', 'a_b.bin'));
+  t.is(ab.length, 4 * 4096);
+  t.true(ab.subarray(0, 4096).every((b) => b === 0), 'ZERO after PAGE zeroes the page');
+  t.true(ab.subarray(4096, 8192).equals(p3), 'XBZRLE applied to the page read back');
+  t.true(ab.subarray(8192).every((b) => b === 0), 'discarded and never-sent pages read as zero');
+  t.true(readFileSync(path.join(dir, 'out', 'rom.bin')).equals(Buffer.alloc(4096, 0x33)));
+  // Two idstrs that map to the same file name are refused rather than silently merged.
+  const clash = Buffer.concat([enc.header(), enc.section('start', 2, 'ram', 0, 4), new StreamEncoder().ram.memSize([{ idstr: 'x/y', usedLength: 4096 }, { idstr: 'x_y', usedLength: 4096 }]), enc.ram.eos(), enc.footer(2), enc.eof()]);
+  writeFileSync(file, clash);
+  const c = run(['--extract', path.join(dir, 'clash'), file]);
+  t.is(c.status, 1);
+  t.regex(c.stderr, /would both be extracted to x_y\.bin/);
 });
 
 const missing = fixturesMissing();
@@ -108,6 +140,14 @@ if (missing) {
       '_rom@etc_acpi_rsdp.bin', '_rom@etc_acpi_tables.bin', '_rom@etc_table-loader.bin', 'pc.bios.bin', 'pc.ram.bin', 'pc.rom.bin',
     ]);
     t.is(statSync(path.join(dir, '_rom@etc_acpi_tables.bin')).size, 128 * 1024);
+    t.true(readFileSync(path.join(dir, 'pc.ram.bin')).equals(readPmem(fx)));
+  });
+
+  test('--extract on a postcopy stream (discards of pages sent in precopy): pc.ram.bin equals pmemsave', (t) => {
+    const dir = tempDir(t);
+    const fx = FIXTURES.find((f) => f.name === 'postcopy-after-precopy')!;
+    const r = run(['--extract', dir, fixturePath(fx.stream)]);
+    t.is(r.status, 0, r.stderr);
     t.true(readFileSync(path.join(dir, 'pc.ram.bin')).equals(readPmem(fx)));
   });
 

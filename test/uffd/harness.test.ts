@@ -3,7 +3,7 @@ import test from 'ava';
 import path from 'node:path';
 import fs from 'node:fs';
 import os from 'node:os';
-import { runInChild, runChild } from '../helpers/child.js';
+import { runInChild, runChild, startInChild } from '../helpers/child.js';
 
 const cases = new URL('./children/harness-cases.js', import.meta.url).href;
 
@@ -46,4 +46,14 @@ test('runChild runs a plain script with JSON args', async (t) => {
   t.is(r.stdout.trim(), '5');
   t.deepEqual(r.messages, [{ got: 4 }]);
   fs.rmSync(path.dirname(file), { recursive: true });
+});
+
+test('startInChild: messages arrive while the child runs; kill ends it; nextMessage after the end rejects', async (t) => {
+  const c = startInChild(cases, 'talksThenWaits');
+  t.deepEqual(await c.nextMessage(), { n: 1 });
+  t.deepEqual(await c.nextMessage(), { n: 2 });
+  c.kill();
+  const r = await c.done;
+  t.is(r.signal, 'SIGKILL');
+  await t.throwsAsync(c.nextMessage(1000), { message: /ended before sending|no message/ });
 });

@@ -85,6 +85,21 @@ testNeeding('write-protect of unpopulated anon pages (WP_UNPOPULATED)', { featur
   t.is(res.untouched, 0);
 });
 
+for (const kind of ['anon', 'shmem'] as const) {
+  const how = kind === 'anon' ? 'COPY_MODE_WP (MISSING|WP on anon)' : 'CONTINUE_MODE_WP (MINOR|WP on shmem)';
+  testNeeding(`${how}: the page arrives write-protected, the retried write raises a WP fault`,
+    { features: kind === 'anon' ? ['PAGEFAULT_FLAG_WP'] : ['PAGEFAULT_FLAG_WP', 'MINOR_SHMEM', 'WP_HUGETLBFS_SHMEM'] }, async (t) => {
+      const r = await runInChild(scenarios, 'resolveWithWp', { kind });
+      t.true(r.ok, r.summary);
+      const res = r.result as { flags: number[]; results: number[]; values: number[]; word1: number };
+      const first = kind === 'anon' ? 1 /* WRITE */ : 5 /* MINOR|WRITE */;
+      t.deepEqual(res.flags, [first, 3 /* WP|WRITE */], 'a resolve-fault, then a WP fault for the same write');
+      t.deepEqual(res.results, [pageSize], 'the resolver mapped one page');
+      t.deepEqual(res.values, [0xbeef], 'the write went through after unprotect');
+      t.is(res.word1, kind === 'anon' ? 0x42 : 0x07070707, 'the rest of the page is the resolved content');
+    });
+}
+
 testNeeding('UFFDIO_MOVE resolves faults from a staging area and empties it', { features: ['MOVE'] }, async (t) => {
   const r = await runInChild(scenarios, 'move', { pages: 4 });
   t.true(r.ok, r.summary);

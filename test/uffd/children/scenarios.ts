@@ -142,6 +142,45 @@ export async function wpBasic(a: { unpopulated: boolean }) {
   return { flags, values, untouched };
 }
 
+/**
+ * COPY_MODE_WP / CONTINUE_MODE_WP (kernel `minor-wp`, `events-wp`): a write fault is resolved with a
+ * write-protected page, so the retried write raises a second fault carrying WP|WRITE; unprotecting releases
+ * the writer. 'anon' registers MISSING|WP and resolves with COPY; 'shmem' registers MINOR|WP on a memfd
+ * (populated through an alias) and resolves with CONTINUE.
+ */
+export async function resolveWithWp(a: { kind: 'anon' | 'shmem' }) {
+  const shmem = a.kind === 'shmem';
+  const uffd = Userfaultfd.open({ nonBlocking: true,
+    require: ['PAGEFAULT_FLAG_WP', ...(shmem ? ['MINOR_SHMEM', 'WP_HUGETLBFS_SHMEM'] as const : [])] });
+  const m = shmem ? createMemfd('minor-wp', pageSize) : null;
+  const r = m ? mapMemfd(m) : mapAnonymous(pageSize);
+  const alias = m ? mapMemfd(m) : null;
+  alias?.view().fill(7);
+  const mask = uffd.register(r.addr, r.length, { wp: true, ...(shmem ? { minor: true } : { missing: true }) });
+  const t = startToucher(r.addr, [0], 'write', 0xbeef);
+  const src = patternPage(0x42);
+  const flags: number[] = [];
+  const results: number[] = [];
+  serve(uffd, 2, (rd, i) => {
+    if (!rd.isPagefault(i)) return false;
+    flags.push(rd.faultFlags(i));
+    if (!rd.isWp(i)) {
+      // First fault (missing or minor): map the page write-protected; the write retries and faults again.
+      results.push(shmem ? uffd.continueRaw(r.addr, pageSize, 2 /* CONTINUE_MODE_WP */)
+        : uffd.copyRaw(r.addr, addressOf(src), pageSize, 2 /* COPY_MODE_WP */));
+    } else {
+      uffd.writeProtect(r.addr, pageSize, { wp: false });
+    }
+    return true;
+  });
+  const { values } = await t.done;
+  await t.worker.terminate();
+  const after = r.view(0, 8);
+  const word1 = new Uint32Array(after.buffer, after.byteOffset, 2)[1];
+  r.unmap(); alias?.unmap(); m?.close(); uffd.close();
+  return { mask, flags, results, values, word1 };
+}
+
 /** MISSING faults resolved by UFFDIO_MOVE from a staging area; the source pages become empty. */
 export async function move(a: { pages: number }) {
   const uffd = Userfaultfd.open({ nonBlocking: true, require: ['MOVE'] });
