@@ -127,7 +127,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     } finally {
       listener.close();
       control.close();
-      if (workers) { await workers.fault.terminate(); await workers.stream.terminate(); await workers.placer?.terminate(); }
+      if (workers) { await workers.fault.terminate(); await workers.stream.terminate(); }
     }
     process.off('uncaughtException', onCrash);
     process.off('unhandledRejection', onCrash);

@@ -1,8 +1,7 @@
 // Turns decoded "ram" records into page placements through the umem-compat device: validates every
 // record against the regions first (WireMap), coalesces contiguous pages into one staging run (one ioctl
 // per run instead of per page), and counts what happened. Used by both daemon workers; allocation free
-// per page apart from what the decoder produced. With a PlacementRing the runs are staged in the ring's
-// slots and placed by the placer worker (placeRun), overlapping the next receive.
+// per page apart from what the decoder produced.
 import { ProtocolError, type RamRecord } from '../protocol/index.js';
 import { PAGE_REQUESTED, type UmemDevice } from '../umem-compat/index.js';
 import { addressOf } from '../uffd/memory.js';
@@ -10,7 +9,6 @@ import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
 import { F, type SharedStats } from './stats.js';
 import type { WireMap } from './regions.js';
-import type { PlacementRing } from './placement-ring.js';
 
 const KIND_PAGE = 0;
 const KIND_ZERO = 1;
@@ -28,10 +26,8 @@ export function placementError(err: number | string, page: number): DaemonError 
 }
 
 export class PageSink {
-  private staging: Buffer;
-  private stagingAddr: number;
-  /** Ring slot being filled (ring mode). */
-  private slot = 0;
+  private readonly staging: Buffer;
+  private readonly stagingAddr: number;
   private readonly stagingPages: number;
   private readonly ps: number;
   private runStart = -1;
@@ -55,19 +51,11 @@ export class PageSink {
     role: SinkRole,
     private readonly onAllPresent: () => void,
     stagingBytes = 1 << 20,
-    private readonly ring?: PlacementRing,
   ) {
     this.ps = device.pageSize;
-    if (ring) {
-      this.stagingPages = Math.floor(ring.slotBytes / this.ps);
-      this.staging = ring.slotBuffers[0];
-      this.stagingAddr = ring.slotAddress(0);
-      if (!ring.acquire(0)) throw new DaemonError('PLACE_FAILED', 'the placer worker failed');
-    } else {
-      this.stagingPages = Math.max(1, Math.floor(stagingBytes / this.ps));
-      this.staging = Buffer.allocUnsafeSlow(this.stagingPages * this.ps);
-      this.stagingAddr = addressOf(this.staging);
-    }
+    this.stagingPages = Math.max(1, Math.floor(stagingBytes / this.ps));
+    this.staging = Buffer.allocUnsafeSlow(this.stagingPages * this.ps);
+    this.stagingAddr = addressOf(this.staging);
     const fault = role === 'fault';
     this.placedField = fault ? F.placedFault : F.placedBackground;
     this.pagesField = fault ? F.pagesOnDemand : F.pagesBackground;
@@ -148,37 +136,14 @@ export class PageSink {
     this.runCount = 0;
     this.zeroTail = 0;
     this.zeroInRun = 0;
-    const ring = this.ring;
-    if (ring) {
-      // Hand the run to the placer and move on to the next slot (waits only when all slots are still busy).
-      ring.publish(this.slot, first, n, this.runKind, zerosInside);
-      this.slot = (this.slot + 1) % ring.slots;
-      this.staging = ring.slotBuffers[this.slot];
-      this.stagingAddr = ring.slotAddress(this.slot);
-      if (!ring.acquire(this.slot)) throw new DaemonError('PLACE_FAILED', 'the placer worker failed (it reported why)');
-      return;
-    }
-    this.placeRun(first, n, this.runKind, zerosInside, this.stagingAddr);
-  }
-
-  /** Wait until the placer has placed every run handed over (ring mode; no-op otherwise). */
-  drain(): void {
-    if (this.ring && !this.ring.drain()) throw new DaemonError('PLACE_FAILED', 'the placer worker failed (it reported why)');
-  }
-
-  /**
-   * Place one staged run: `kind` 0 = data pages at `addr` (zero pages inside: `zerosInside`), 1 = zero pages.
-   * Counts pages, duplicates and (background) requested pages served inline. Used by flush() and the placer.
-   */
-  placeRun(first: number, n: number, kind: number, zerosInside: number, addr: number): void {
     let requested = 0;
     if (this.reclassifyRequested) {
       const state = this.device.pageState;
       for (let p = first; p < first + n; p++) if (state.get(p) === PAGE_REQUESTED) requested++;
     }
     let placed: number;
-    if (kind === KIND_PAGE) {
-      placed = this.device.placeFromAddressRaw(first, n, addr);
+    if (this.runKind === KIND_PAGE) {
+      placed = this.device.placeFromAddressRaw(first, n, this.stagingAddr);
       if (placed < 0) throw placementError(-placed, first);
       this.stats.v[this.zeroField] += Math.min(zerosInside, placed);
     } else {

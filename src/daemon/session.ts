@@ -15,8 +15,7 @@ import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
 import { encodeReturnPathShut } from '../protocol/index.js';
 import { sendNoWait } from './sockets.js';
-import { PlacementRing } from './placement-ring.js';
-import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type PlacerWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
+import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon:session');
 
@@ -30,8 +29,6 @@ export interface SessionOptions {
   /** Receive size of the stream worker. */
   recvBytes?: number;
   onProgress?: (present: number, total: number, s: SharedStats) => void;
-  /** false: the stream worker places pages itself instead of handing runs to the placer worker. Default true. */
-  pipelined?: boolean;
   /** Workers started ahead of time (spawnWorkerPair()); started here when absent. */
   workers?: WorkerPair;
   /** Abort = stop the daemon: the migration fails (the process cannot run without its pages). */
@@ -123,7 +120,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   };
 
   const pair = opts.workers ?? spawnWorkerPair();
-  const spawnWorker = (w: Worker, data: FaultWorkerData | StreamWorkerData | PlacerWorkerData): Worker => {
+  const spawnWorker = (w: Worker, data: FaultWorkerData | StreamWorkerData): Worker => {
     w.once('exit', () => exitedWorkers.add(w));
     w.ref();
     w.postMessage(data);
@@ -146,13 +143,9 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   client.onExit((why) => fail(new DaemonError('PROCESS_DIED', `${why} mid-migration (${stats.present} of ${total} pages present)`)));
 
   // The stream worker reads its own dup of the main fd so closing one side never races the other.
-  // Placement runs on its own thread (placer) when there is one, overlapping the next receive.
-  const ring = pair.placer && opts.pipelined !== false ? PlacementRing.create(4, 1 << 20) : undefined;
-  const placerWorker = ring ? spawnWorker(pair.placer!, { ...shared, role: 'placer', ring }) : null;
-  if (!ring && pair.placer) void pair.placer.terminate();
   const streamWorker = spawnWorker(pair.stream, {
     ...shared, role: 'stream', mainFd: ch.mainFd, mainIsSocket: ch.mainIsSocket, returnFd: ch.returnFd,
-    returnIsSocket: ch.returnIsSocket, stateSection: STATE_SECTION, recvBytes: opts.recvBytes ?? 4 << 20, ring,
+    returnIsSocket: ch.returnIsSocket, stateSection: STATE_SECTION, recvBytes: opts.recvBytes ?? 4 << 20,
   });
   // Serve faults at once, requests on the main return path (QEMU's own place for REQ_PAGES; the source
   // answers on whichever channel it has). The urgent connection, when the source opens one, is handed to
@@ -208,8 +201,6 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     ch.interrupt();
     if (!(await waitExit(streamWorker, 2000))) await streamWorker.terminate();
   }
-  // The stream worker closes the ring when it leaves; the placer then exits after its last run.
-  if (placerWorker && !(await waitExit(placerWorker, 2000))) await placerWorker.terminate();
   if (result.ok) {
     try { device.makeVmaAnonymous(); } catch (e) { log('unregister failed: %s', (e as Error).message); }
   }

@@ -14,12 +14,10 @@ import { F, C, SharedStats } from './stats.js';
 import { eventfdWrite } from '../uffd/events.js';
 import { WireMap } from './regions.js';
 import { PageSink } from './page-sink.js';
-import { PlacementRing } from './placement-ring.js';
-import { recvSome, sendAll, setBlocking, MSG_DONTWAIT } from './sockets.js';
+import { recvSome, sendAll, setBlocking } from './sockets.js';
 import type { StreamWorkerData, WorkerMessage } from './worker-common.js';
 
 const ECONNRESET = 104;
-const EAGAIN = 11;
 
 function post(m: WorkerMessage, transfer?: ArrayBuffer[]): void {
   parentPort?.postMessage(m, transfer);
@@ -33,9 +31,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
   });
   const ps = device.pageSize;
   const wire = new WireMap(d.regions, ps, d.named);
-  // With a ring, runs are placed by the placer worker while we receive the next chunk.
-  const ring = d.ring ? new PlacementRing(d.ring, true) : undefined;
-  const sink = new PageSink(device, wire, stats, 'background', () => post({ type: 'all-present' }), 1 << 20, ring);
+  const sink = new PageSink(device, wire, stats, 'background', () => post({ type: 'all-present' }), 1 << 20);
   const decoder = new StreamDecoder({ targetPageSize: ps });
   const buf = Buffer.allocUnsafeSlow(d.recvBytes);
   const addr = addressOf(buf);
@@ -91,19 +87,10 @@ export function runStreamWorker(d: StreamWorkerData): void {
   };
 
   try {
-    // Pipelined (ring, socket): a partly staged run is handed over only before a receive would block, when
-    // faults wait, or when the slot is full, so the placer gets few large runs (each hand-over can cost a
-    // cross-vCPU wake-up, 25-50 µs here).
-    const lazyFlush = ring !== undefined && d.mainIsSocket;
     for (;;) {
-      let r = lazyFlush ? recvSome(d.mainFd, addr, buf.length, true, MSG_DONTWAIT) : -EAGAIN;
-      if (r === -EAGAIN) {
-        sink.flush();
-        r = recvSome(d.mainFd, addr, buf.length, d.mainIsSocket);
-      }
+      const r = recvSome(d.mainFd, addr, buf.length, d.mainIsSocket);
       if (r === 0 || r === -ECONNRESET) {
         sink.flush();
-        sink.drain();
         let detail = r === 0 ? 'connection closed' : 'connection reset';
         if (!sawEof) {
           try { decoder.end(); } catch (e) { detail += `: ${(e as Error).message}`; }
@@ -113,20 +100,17 @@ export function runStreamWorker(d: StreamWorkerData): void {
       }
       if (r < 0) {
         sink.flush();
-        sink.drain();
         post({ type: 'stream-end', clean: false, detail: `receive failed: ${errnoName(-r)}` });
         return;
       }
       v[F.bytesMain] += r;
       const recs = decoder.push(buf.subarray(0, r));
       for (let i = 0; i < recs.length; i++) handle(recs[i]);
-      if (!lazyFlush || Atomics.load(stats.cells, C.outstanding) > 0 || sawEof) sink.flush();
-      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now
-      // (with a ring the placer nudges once the pages are in).
-      if (!ring && Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
+      sink.flush();
+      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now.
+      if (Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
     }
   } finally {
-    ring?.close();
     device.close();
   }
 }

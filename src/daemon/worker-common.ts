@@ -2,7 +2,6 @@
 import { Worker as WorkerCtor } from 'node:worker_threads';
 import type { UmemRegionSpec } from '../umem-compat/index.js';
 import type { PlacementMode } from './regions.js';
-import type { PlacementRingInit } from './placement-ring.js';
 
 export interface WorkerShared {
   uffd: number;
@@ -41,13 +40,6 @@ export interface StreamWorkerData extends WorkerShared {
   /** Idstr of the state section. */
   stateSection: string;
   recvBytes: number;
-  /** Staging ring shared with the placer worker; absent: the stream worker places synchronously. */
-  ring?: PlacementRingInit;
-}
-
-export interface PlacerWorkerData extends WorkerShared {
-  role: 'placer';
-  ring: PlacementRingInit;
 }
 
 export type WorkerMessage =
@@ -62,14 +54,10 @@ export type WorkerMessage =
 
 export const STATE_SECTION = 'postcopy-uffd/state';
 
-/**
- * A fault worker, a stream worker and a placer, started before they are needed (module + koffi load takes
- * ~100 ms+). `placer` absent: the stream worker places synchronously.
- */
+/** A fault worker and a stream worker, started before they are needed (module + koffi load takes ~100 ms+). */
 export interface WorkerPair {
   fault: import('node:worker_threads').Worker;
   stream: import('node:worker_threads').Worker;
-  placer?: import('node:worker_threads').Worker;
 }
 
 export function spawnWorkerPair(): WorkerPair {
@@ -79,5 +67,5 @@ export function spawnWorkerPair(): WorkerPair {
     w.unref();
     return w;
   };
-  return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream'), placer: make('./placer-worker.js', 'placer') };
+  return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream') };
 }
