@@ -66,12 +66,16 @@ export function lineChart(series: Series[], o: ChartOptions): string {
   parts.push(`<text x="${L + pw / 2}" y="${H - 12}" text-anchor="middle">${esc(o.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${T + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`);
   series.forEach((s, i) => {
-    const c = COLORS[i % COLORS.length];
     const pts = s.points.filter((p) => p[0] <= xMax);
     if (pts.length > 0) {
-      parts.push(`<polyline fill="none" stroke="${c}" stroke-width="1.6" points="${pts.map((p) => `${num(sx(p[0]))},${num(sy(p[1]))}`).join(' ')}"/>`);
+      parts.push(`<polyline fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.6" points="${pts.map((p) => `${num(sx(p[0]))},${num(sy(p[1]))}`).join(' ')}"/>`);
     }
-    parts.push(`<rect x="${L + 10}" y="${T + 8 + i * 18}" width="12" height="3" fill="${c}"/>`);
+  });
+  // legend on a translucent box, drawn last so it stays readable over the lines
+  const legendW = 30 + 6.8 * Math.max(0, ...series.map((s) => s.name.length));
+  parts.push(`<rect x="${L + 4}" y="${T + 3}" width="${num(legendW)}" height="${series.length * 18 + 6}" fill="white" fill-opacity="0.8"/>`);
+  series.forEach((s, i) => {
+    parts.push(`<rect x="${L + 10}" y="${T + 8 + i * 18}" width="12" height="3" fill="${COLORS[i % COLORS.length]}"/>`);
     parts.push(`<text x="${L + 28}" y="${T + 13 + i * 18}">${esc(s.name)}</text>`);
   });
   parts.push('</svg>');

@@ -215,6 +215,10 @@ async function main(): Promise<void> {
       title: `Pages over time, ${size / MiB} MiB migration, ${order === 'seq' ? 'sequential' : 'random'} toucher`,
       xLabel: 'ms since the source stopped', yLabel: 'pages',
     })));
+    plots.push(writeFileIn(`migration-on-demand-over-time-${order}.svg`, lineChart([series[2]], {
+      title: `Pages sent on demand over time, ${size / MiB} MiB, ${order === 'seq' ? 'sequential' : 'random'} toucher`,
+      xLabel: 'ms since the source stopped', yLabel: 'pages (cumulative)',
+    })));
     out[`timeline_${order}`] = { present, source: t, enterMs, onDemand: o.daemon.pagesOnDemand, totalTimeMs: o.daemon.totalTimeMs };
   }
   plots.push(writeFileIn('migration-fault-latency-hist.svg', histogram(
