@@ -6,14 +6,14 @@
 import { parentPort, workerData, receiveMessageOnPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { UmemDevice, PAGE_PRESENT } from '../umem-compat/index.js';
-import { RamRecordDecoder, type RamRecord } from '../protocol/index.js';
 import { Poller, eventfdRead } from '../uffd/events.js';
 import { addressOf } from '../uffd/memory.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
 import { F, C, SharedStats } from './stats.js';
 import { WireMap } from './regions.js';
-import { PageSink } from './page-sink.js';
+import { placementError } from './page-sink.js';
+import { UrgentRecordParser, URGENT_PAGE, URGENT_ZERO } from './urgent-records.js';
 import { RequestEncoder } from './requests.js';
 import { recvSome, sendAll, setBlocking, MSG_DONTWAIT } from './sockets.js';
 import type { FaultWorkerData, WorkerMessage } from './worker-common.js';
@@ -33,7 +33,6 @@ export function runFaultWorker(d: FaultWorkerData): void {
   });
   const wire = new WireMap(d.regions, d.pageSize, d.named);
   const ps = device.pageSize;
-  const sink = new PageSink(device, wire, stats, 'fault', () => post({ type: 'all-present' }), 256 * 1024);
 
   // Wait until the stream worker has matched the source's block list (names for REQ_PAGES_ID).
   while (Atomics.load(stats.cells, C.blocksBound) === 0) Atomics.wait(stats.cells, C.blocksBound, 0, 1000);
@@ -42,6 +41,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
   const m = parentPort ? receiveMessageOnPort(parentPort) : undefined;
   const names = (m?.message as { names?: string[] } | undefined)?.names;
   if (names) wire.setNames(names);
+  const parser = new UrgentRecordParser(wire);
 
   let urgentFd = d.urgentFd;
   let requestFd = d.requestFd;
@@ -55,9 +55,23 @@ export function runFaultWorker(d: FaultWorkerData): void {
   // [uffd, stop, nudge (pages placed by the stream worker while faults wait), urgent socket]
   const makePoller = (): Poller => new Poller(urgentFd >= 0 ? [d.uffd, d.stopFd, d.nudgeFd, urgentFd] : [d.uffd, d.stopFd, d.nudgeFd]);
   let poller = makePoller();
-  const decoder = new RamRecordDecoder({ targetPageSize: ps });
-  const recvBuf = Buffer.allocUnsafeSlow(URGENT_RECV_BYTES);
-  const recvAddr = addressOf(recvBuf);
+  // Receive buffer placed so that a CONTINUE PAGE record (8-byte header) at its start has its payload page
+  // aligned: UFFDIO_COPY's copy_from_user (rep movsb) from a source 8 bytes off the destination's page
+  // alignment ran ~10× slower here (4K aliasing). Payloads that land misaligned anyway go through `stage`.
+  const recvMem = Buffer.allocUnsafeSlow(URGENT_RECV_BYTES + 3 * ps);
+  const memAddr = addressOf(recvMem);
+  const recvStart = ((ps - (memAddr % ps)) % ps) + ps - 8;
+  const recvBuf = recvMem.subarray(recvStart, recvStart + URGENT_RECV_BYTES);
+  const recvAddr = memAddr + recvStart;
+  const stageMem = Buffer.allocUnsafeSlow(2 * ps);
+  const stageOff = (ps - (addressOf(stageMem) % ps)) % ps;
+  const stage = stageMem.subarray(stageOff, stageOff + ps);
+  const stageAddr = addressOf(stage);
+  let recvHave = 0; // bytes in recvBuf (an incomplete record at its start)
+  const fillPage = Buffer.allocUnsafeSlow(ps); // ZERO records with a non-zero fill byte
+  const fillAddr = addressOf(fillPage);
+  const allPresentMsg = { type: 'all-present' } as const;
+  let eagainSeen = device.stats.eagain;
   const req = new RequestEncoder();
   const reqAddr = addressOf(req.buf);
   const pages = new Float64Array(256);
@@ -67,6 +81,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
   const outWall = new Float64Array(MAX_OUTSTANDING);
   let outN = 0;
   let blockedSince = 0;
+  const wallOrigin = performance.timeOrigin; // epoch ms = wallOrigin + performance.now(), no Date.now() per fault
   const v = stats.v;
   const state = device.pageState;
 
@@ -115,6 +130,57 @@ export function runFaultWorker(d: FaultWorkerData): void {
     }
   };
 
+  /** Place one parsed urgent record and count it like PageSink does for the fault role. */
+  const placeUrgent = (): void => {
+    const page = parser.page;
+    let r: number;
+    let zero = 0;
+    if (parser.kind === URGENT_PAGE) {
+      let src = recvAddr + parser.payload;
+      if (src % 64 !== 0) {
+        recvBuf.copy(stage, 0, parser.payload, parser.payload + ps);
+        src = stageAddr;
+      }
+      r = device.placeFromAddressRaw(page, 1, src);
+    } else if (parser.fill === 0) {
+      r = device.placeZeroRaw(page, 1);
+      zero = 1;
+    } else {
+      fillPage.fill(parser.fill);
+      r = device.placeFromAddressRaw(page, 1, fillAddr);
+    }
+    if (r < 0) throw placementError(-r, page);
+    v[F.placedFault] += r;
+    v[F.pagesOnDemand] += r;
+    v[F.zeroOnDemand] += zero * r;
+    v[F.duplicatesFault] += 1 - r;
+    if (stats.addPresent(r, device.pageCount)) post(allPresentMsg);
+  };
+
+  /**
+   * Receive what the urgent socket has (never blocks) and place every complete record straight from the
+   * receive buffer. Returns false when the source closed its urgent channel.
+   */
+  const serviceUrgent = (): boolean => {
+    const r = recvSome(urgentFd, recvAddr + recvHave, URGENT_RECV_BYTES - recvHave, true, MSG_DONTWAIT);
+    if (r === -11) return true;
+    if (r <= 0) return false;
+    v[F.bytesUrgent] += r;
+    const end = recvHave + r;
+    let pos = 0;
+    for (;;) {
+      const q = parser.next(recvBuf, pos, end);
+      if (q < 0) break;
+      pos = q;
+      if (parser.kind === URGENT_PAGE || parser.kind === URGENT_ZERO) placeUrgent();
+    }
+    recvHave = end - pos;
+    if (recvHave > 0 && pos > 0) recvBuf.copyWithin(0, pos, end);
+    v[F.eagainFault] = device.stats.eagain;
+    return true;
+  };
+
+  let readFaults = true; // first pass: whatever is already queued
   for (;;) {
     poller.wait(outN > 0 ? 20 : -1);
     if (poller.ready(1)) break; // stop eventfd
@@ -127,46 +193,50 @@ export function runFaultWorker(d: FaultWorkerData): void {
         urgentFd = requestFd = fd;
         requestIsSocket = true;
         poller = makePoller();
+        readFaults = true;
       }
     }
-    // 1. faults
-    let n: number;
+    // 1. faults: read the uffd only when poll says so (or a placement's EAGAIN drained it into the ring), and
+    // again only while reads come back full — no EAGAIN read per wake-up.
+    const eagain = device.stats.eagain;
+    if (eagain !== eagainSeen) { eagainSeen = eagain; readFaults = true; }
     let nreq = 0;
-    while ((n = device.getPageRequestsInto(pages)) > 0) {
-      const now = performance.now();
-      for (let i = 0; i < n; i++) {
-        const page = pages[i];
-        v[F.faults]++;
-        if (state.get(page) === PAGE_PRESENT) {
-          // Placed between the fault and now (the placement woke it, or will): make sure it is awake.
-          v[F.faultsOnPresent]++;
-          device.uffd.wakeRaw(device.guestAddress(page), ps);
-          continue;
+    if (readFaults || poller.ready(0)) {
+      readFaults = false;
+      let n: number;
+      do {
+        n = device.getPageRequestsInto(pages);
+        if (n === 0) break;
+        const now = performance.now();
+        for (let i = 0; i < n; i++) {
+          const page = pages[i];
+          v[F.faults]++;
+          if (state.get(page) === PAGE_PRESENT) {
+            // Placed between the fault and now (the placement woke it, or will): make sure it is awake.
+            v[F.faultsOnPresent]++;
+            device.uffd.wakeRaw(device.guestAddress(page), ps);
+            continue;
+          }
+          let known = false;
+          for (let k = 0; k < outN; k++) if (outPage[k] === page) { known = true; break; }
+          if (!known && outN < MAX_OUTSTANDING) {
+            if (outN === 0) blockedSince = now;
+            outPage[outN] = page; outT0[outN] = now; outWall[outN] = wallOrigin + now; outN++;
+            if (v[F.oldestOutstandingMs] === 0) v[F.oldestOutstandingMs] = outWall[outN - 1];
+            Atomics.store(stats.cells, C.outstanding, outN);
+          }
+          if (state.tryRequest(page)) {
+            toRequest[nreq++] = page;
+            if (nreq === toRequest.length) { sendRequests(nreq); nreq = 0; }
+          }
         }
-        let known = false;
-        for (let k = 0; k < outN; k++) if (outPage[k] === page) { known = true; break; }
-        if (!known && outN < MAX_OUTSTANDING) {
-          if (outN === 0) blockedSince = now;
-          outPage[outN] = page; outT0[outN] = now; outWall[outN] = Date.now(); outN++;
-          if (v[F.oldestOutstandingMs] === 0) v[F.oldestOutstandingMs] = outWall[outN - 1];
-          Atomics.store(stats.cells, C.outstanding, outN);
-        }
-        if (state.tryRequest(page)) {
-          toRequest[nreq++] = page;
-          if (nreq === toRequest.length) { sendRequests(nreq); nreq = 0; }
-        }
-      }
+      } while (n === pages.length);
     }
     if (nreq > 0) sendRequests(nreq);
-    // 2. urgent pages
-    if (urgentFd >= 0 && poller.ready(3)) {
-      const r = recvSome(urgentFd, recvAddr, URGENT_RECV_BYTES, true, MSG_DONTWAIT);
-      if (r > 0) {
-        v[F.bytesUrgent] += r;
-        const recs: RamRecord[] = decoder.push(recvBuf.subarray(0, r));
-        for (let i = 0; i < recs.length; i++) sink.add(recs[i]);
-        sink.flush();
-      } else if (r === 0 || (r < 0 && r !== -11)) {
+    // 2. urgent pages: when poll said so, or right after sending requests (on one vCPU the source usually
+    // answered while we were preempted in send(): one non-blocking recv instead of another poll).
+    if (urgentFd >= 0 && (poller.ready(3) || nreq > 0)) {
+      if (!serviceUrgent()) {
         // The source closed its urgent channel (normal at the end); keep serving faults through the main stream.
         urgentFd = -1;
         poller = makePoller();

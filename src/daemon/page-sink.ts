@@ -5,6 +5,7 @@
 import { ProtocolError, type RamRecord } from '../protocol/index.js';
 import { PAGE_REQUESTED, type UmemDevice } from '../umem-compat/index.js';
 import { addressOf } from '../uffd/memory.js';
+import { memcpyAt } from '../uffd/libc.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
 import { F, type SharedStats } from './stats.js';
@@ -96,6 +97,24 @@ export class PageSink {
     if (data !== undefined && data.length !== this.ps) {
       throw new ProtocolError('BAD_LENGTH', `page payload of ${data.length} bytes`, { offset: rec.offset, context: 'ram record PAGE', expected: `${this.ps} bytes` });
     }
+    if (kind === KIND_ZERO) this.stage(page, KIND_ZERO, undefined, 0);
+    else this.stage(page, KIND_PAGE, data, data === undefined ? (rec as { fill: number }).fill : 0);
+    return true;
+  }
+
+  /**
+   * Hot path without a record object (the stream worker's own scan of CONTINUE records): validate
+   * `block`/`blockOffset` exactly as add() does, then stage a PAGE whose payload is the pageSize bytes at
+   * address `srcAddr` (a buffer the caller owns; 0: a ZERO page). Throws ProtocolError, nothing placed.
+   */
+  addRaw(block: string, blockOffset: number, srcAddr: number, streamOffset: number): void {
+    const page = this.wire.validate(block, blockOffset, this.ps, streamOffset, srcAddr === 0 ? 'ram record ZERO' : 'ram record PAGE');
+    if (srcAddr === 0) this.stage(page, KIND_ZERO, undefined, 0);
+    else this.stage(page, KIND_PAGE, undefined, 0, srcAddr);
+  }
+
+  /** Stage one validated page: from `data`, else from address `srcAddr` when non-zero, else filled with `fill`. */
+  private stage(page: number, kind: number, data: Uint8Array | undefined, fill: number, srcAddr = 0): void {
     // An isolated zero page inside a run of data pages is cheaper copied (4 KiB memset + part of one
     // UFFDIO_COPY) than split out (two extra ioctls); longer zero stretches still go as UFFDIO_ZEROPAGE.
     if (kind === KIND_ZERO && this.runCount > 0 && this.runKind === KIND_PAGE && page === this.runStart + this.runCount &&
@@ -105,7 +124,7 @@ export class PageSink {
       this.runCount++;
       this.zeroTail++;
       this.zeroInRun++;
-      return true;
+      return;
     }
     if (kind === KIND_ZERO && this.zeroTail >= ZERO_MERGE_MAX && page === this.runStart + this.runCount) {
       // The zero stretch got long: give its pages back to a zero run.
@@ -121,10 +140,10 @@ export class PageSink {
     if (kind === KIND_PAGE) {
       const at = this.runCount * this.ps;
       if (data !== undefined) this.staging.set(data, at);
-      else this.staging.fill((rec as { fill: number }).fill, at, at + this.ps);
+      else if (srcAddr !== 0) memcpyAt(this.stagingAddr + at, srcAddr, this.ps);
+      else this.staging.fill(fill, at, at + this.ps);
     }
     this.runCount++;
-    return true;
   }
 
   /** Place the staged run (call at the end of every received chunk so waiting faults are not delayed). */

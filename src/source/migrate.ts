@@ -1,7 +1,8 @@
 // migrate(): the outgoing side of a post-copy migration (issue 4, docs/migration-protocol.md).
 //
 // Timeline: connect (tcp/unix: main then urgent; exec: one pipe) → header, configuration, OPEN_RETURN_PATH,
-// POSTCOPY_ADVISE, "ram" SECTION_START with the block list → [the workload stops: state()] → state section,
+// POSTCOPY_ADVISE, "ram" SECTION_START with the block list → PING, wait for the destination's PONG (it is
+// ready; the workload still runs) → [the workload stops: state()] → state section,
 // POSTCOPY_RUN (the destination runs now; nothing before this point depends on memory size) → requested
 // pages on the urgent channel (exec: inline ahead of the next background chunk) while every page not yet sent
 // streams in SECTION_PART chunks → SECTION_END + EOF (+ EOS on urgent) → wait for SHUT from the destination.
@@ -13,11 +14,14 @@ import { ReturnPathDecoder } from '../protocol/index.js';
 import { QEMU_VM_EOF, QEMU_VM_SECTION_END, QEMU_VM_SECTION_PART } from '../protocol/constants.js';
 import type { ReturnPathMessage } from '../protocol/types.js';
 import { MigrationError } from './errors.js';
+import { errnoName } from '../uffd/errors.js';
 import { PageMap, type BlockInfo, type SourceRegion } from './page-map.js';
 import { PageReader } from './page-reader.js';
-import { ChannelState, maxRecordBytes, writeEos, writeFooter, writePageRecord, writeSectionHeader, type RecordCounters } from './records.js';
-import { encodePrelude, encodeStateAndRun, RAM_SECTION_ID } from './prelude.js';
+import { BatchSender, type SlotWriter } from './batch-sender.js';
+import { ChannelState, maxRecordBytes, writeEos, writeFooter, writePageRecord, writePageRecordIov, writeSectionHeader, type RecordCounters } from './records.js';
+import { encodePing, encodePrelude, encodeStateAndRun, RAM_SECTION_ID } from './prelude.js';
 import { openTransport, type Transport } from './transport.js';
+import { UrgentServer } from './urgent-server.js';
 import { parseMigrationUri } from './uri.js';
 
 const log = createDebug('postcopy:source');
@@ -44,7 +48,9 @@ export interface MigrateOptions {
   backward?: number;
   /**
    * Answer a request for a page that already went out in the background stream again on the urgent channel
-   * (the copy in the stream may still be queued behind megabytes). QEMU 7.2 does not; default true.
+   * (the copy in the stream may still be queued behind megabytes). QEMU 7.2 does not; default false: measured
+   * on 1 GiB with a random toucher racing the stream, re-sending made the urgent channel carry ~2–4× more
+   * pages and cost more CPU than waiting for the copy already in flight (median 1.97 s vs 1.36 s, 5 runs each).
    * Never over exec: one pipe, so the earlier copy is already ahead of any answer.
    */
   resendRequested?: boolean;
@@ -54,6 +60,11 @@ export interface MigrateOptions {
   batchBytes?: number;
   /** Background chunks queued in the transport at once. Default 4 (exec: 2). */
   maxInflight?: number;
+  /**
+   * tcp/unix: a worker thread writev()s background chunks straight from the region's memory (record headers
+   * + page pointers; no batch copy). Default true; false keeps copied batches written through the socket.
+   */
+  scatterGather?: boolean;
   /** Find memfd holes with lseek(SEEK_DATA) and send them as ZERO without reading. Default true. */
   detectHoles?: boolean;
   /** Machine name in the CONFIGURATION section. Default "postcopy-uffd". */
@@ -63,6 +74,12 @@ export interface MigrateOptions {
   /** Minimum interval between onProgress calls. Default 100 ms. */
   progressIntervalMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * After the block list the source sends PING and stops the workload only on the destination's PONG (it is
+   * ready to forward the state at once; the workload keeps running meanwhile). Give up after this long
+   * (TIMEOUT; the workload was never stopped). Default 30 s.
+   */
+  readyTimeoutMs?: number;
   /** Give up waiting for the destination's SHUT after the last page this long (default: wait; use signal). */
   shutTimeoutMs?: number;
 }
@@ -100,6 +117,8 @@ export interface MigrationStats {
   /** Stop → state + RUN written (the source's share of the downtime), ms. */
   handoverMs: number;
   connectMs: number;
+  /** Block list sent → the destination's PONG (ready for the state); the workload still runs. */
+  readyMs: number;
   /** RUN → last page handed to the transport, ms. */
   streamMs: number;
   /** RUN → SHUT received, ms. */
@@ -133,9 +152,18 @@ export async function migrate(uri: string, options: MigrateOptions): Promise<Mig
   if (batchBytes < recMax + 32) throw new MigrationError('BAD_OPTIONS', `batchBytes must be at least ${recMax + 32}`);
   if (opts.signal?.aborted) throw new MigrationError('ABORTED', 'migration aborted before it started');
 
-  const transport = await openTransport(parsed, { signal: opts.signal, connectTimeoutMs: opts.connectTimeoutMs });
+  // Spawned before connecting: the worker loads while the connection and the prelude are set up.
+  const sender = !exec && opts.scatterGather !== false && opts.background !== false ? new BatchSender(maxInflight, batchBytes) : undefined;
+  let transport: Transport;
+  try {
+    transport = await openTransport(parsed, { signal: opts.signal, connectTimeoutMs: opts.connectTimeoutMs });
+  } catch (e) {
+    sender?.stop();
+    throw e;
+  }
   const tConnected = now();
   const session = new Session(uri, opts, map, reader, transport, batchBytes, maxInflight);
+  session.sender = sender;
   session.stats.connectMs = tConnected - tEnter;
   return session.run(typeof opts.state === 'function' ? undefined : tEnter);
 }
@@ -172,6 +200,8 @@ class Session {
   private wake: (() => void) | undefined;
   private shut: { resolve: (status: number) => void; reject: (e: Error) => void } | undefined;
   private shutStatus: number | undefined;
+  /** Waiting for the PONG to the readiness PING (see waitReady). */
+  private ready: { resolve: () => void; reject: (e: Error) => void } | undefined;
   private lastProgress = 0;
   private readonly bg: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
   private readonly urg: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
@@ -179,6 +209,11 @@ class Session {
   private tRun = 0;
   /** Re-send requested pages that already went out: only useful with a separate urgent channel (exec has one pipe, the earlier copy is ahead). */
   private readonly resend: boolean;
+  /** Scatter-gather background sender (tcp/unix); background chunks go through it once it is loaded. */
+  sender: BatchSender | undefined;
+  /** Urgent requests served by a worker thread (tcp/unix -n): see urgent-server.ts. */
+  private urgentServer: UrgentServer | undefined;
+  private urgentServerCounted = false;
 
   constructor(
     uri: string,
@@ -194,11 +229,11 @@ class Session {
     this.mainOut = transport.mainOut;
     this.mainIn = transport.mainIn;
     this.urgent = transport.urgent;
-    this.resend = opts.resendRequested !== false && transport.urgent !== undefined;
+    this.resend = opts.resendRequested === true && transport.urgent !== undefined;
     this.stats = {
       uri, pageSize: map.pageSize, pagesTotal: map.totalPages, pagesBackground: 0, pagesUrgent: 0, pagesPrefault: 0,
       pagesResent: 0, pagesZero: 0, requests: 0, bytesMain: 0, bytesUrgent: 0, bytesTotal: 0, downtimeStart: 0,
-      stateSentAt: 0, handoverMs: 0, connectMs: 0, streamMs: 0, completionMs: 0, totalMs: 0, throughputMBps: 0, shutStatus: -1,
+      stateSentAt: 0, handoverMs: 0, connectMs: 0, readyMs: 0, streamMs: 0, completionMs: 0, totalMs: 0, throughputMBps: 0, shutStatus: -1,
     };
   }
 
@@ -209,6 +244,7 @@ class Session {
     this.listen();
     try {
       this.writeMain(encodePrelude(this.map, { machine: this.opts.machine }));
+      await this.waitReady();
       // The workload stops here (a state function) or stopped before migrate() (a buffer).
       const downtimeStart = stoppedAt ?? now();
       const state = typeof this.opts.state === 'function' ? await this.opts.state() : this.opts.state;
@@ -227,6 +263,7 @@ class Session {
       this.stats.shutStatus = status;
       this.stats.completionMs = now() - this.tRun;
       this.finished = true;
+      this.sender?.stop();
       this.transport.destroy();
       if (status !== 0) throw new MigrationError('DESTINATION_FAILED', `the destination reported failure (SHUT ${status}) after receiving every page`, { status });
     } catch (e) {
@@ -238,6 +275,8 @@ class Session {
     const s = this.stats;
     s.pagesBackground = this.bg.pages;
     s.pagesUrgent = this.urg.pages;
+    const us = this.urgentServer;
+    if (us) { s.pagesUrgent += us.pagesUrgent; s.pagesResent += us.pagesResent; s.requests += us.requests; s.bytesUrgent += us.bytes; }
     s.pagesPrefault = this.pre.pages;
     s.pagesZero = this.bg.zero + this.urg.zero + this.pre.zero;
     s.bytesTotal = s.bytesMain + s.bytesUrgent;
@@ -254,7 +293,7 @@ class Session {
     this.mainIn.on('end', () => this.onClosed('main'));
     this.mainIn.on('error', (e: Error) => this.onTransportError(e, 'main'));
     if ((this.mainOut as unknown) !== this.mainIn) this.mainOut.on('error', (e: Error) => this.onTransportError(e, 'main (out)'));
-    if (this.urgent) {
+    if (this.urgent && !this.startUrgentServer(this.urgent)) {
       this.urgent.on('data', (chunk: Buffer) => this.onReturnPath(this.rpUrgent, chunk, 'urgent'));
       this.urgent.on('end', () => this.onClosed('urgent'));
       this.urgent.on('error', (e: Error) => this.onTransportError(e, 'urgent'));
@@ -297,6 +336,7 @@ class Session {
         else if (m.status !== 0) this.fail(new MigrationError('DESTINATION_FAILED', `the destination gave up (SHUT ${m.status}) before the migration completed`, { status: m.status }));
         return;
       case 'pong':
+        this.ready?.resolve();
         return;
       default:
         log('ignoring return-path message %s on %s', m.kind, channel);
@@ -326,9 +366,12 @@ class Session {
     if (this.failure || this.finished) return;
     this.failure = e;
     log('migration failed: %s', e.message);
+    this.sender?.stop();
+    this.urgentServer?.destroy();
     this.transport.destroy();
     this.wake?.();
     this.shut?.reject(e);
+    this.ready?.reject(e);
   }
 
   private checkFailed(): void {
@@ -376,10 +419,36 @@ class Session {
     return pos;
   }
 
+  /**
+   * tcp/unix pure on-demand: hand the urgent socket to a worker thread that answers requests with blocking
+   * recv + writev from the region's memory (no event loop on the fault path). Not with background pages,
+   * -m or forward/backward prefault (the main thread's scan and queue handle those). Returns false when unused.
+   */
+  private startUrgentServer(sock: net.Socket): boolean {
+    const o = this.opts;
+    if (o.background !== false || o.restartAfterRequest || (o.forward ?? 0) > 0 || (o.backward ?? 0) > 0 || !UrgentServer.usable(sock, this.map)) return false;
+    this.urgentServer = new UrgentServer(sock, this.map, this.resend, {
+      allSent: () => this.countUrgentServer(),
+      returnPath: (bytes) => this.onReturnPath(this.rpUrgent, Buffer.from(bytes), 'urgent'),
+      badRequest: (message, details) => this.fail(new MigrationError('BAD_REQUEST', `bad page request on the urgent return path: ${message}`, details)),
+      closed: (errno) => (errno > 0 ? this.onTransportError(Object.assign(new Error(errnoName(errno)), { code: errnoName(errno) }), 'urgent') : this.onClosed('urgent')),
+    });
+    log('urgent requests served by a worker thread');
+    return true;
+  }
+
+  /** Every page is sent (worker's + ours): fold the worker's count into the page map once. */
+  private countUrgentServer(): void {
+    if (this.urgentServerCounted || !this.urgentServer) return;
+    this.urgentServerCounted = true;
+    this.map.sentCount += this.urgentServer.newlySent;
+    this.wake?.();
+  }
+
   /** tcp/unix: answer queued requests on the urgent socket now, in ≤ batch-sized writes, honouring drain. */
   private serveUrgent(): void {
     const sock = this.urgent;
-    if (!sock) { this.wake?.(); return; } // exec: the pump sends them inline
+    if (!sock || this.urgentServer) { this.wake?.(); return; } // exec (or the urgent worker owns the socket): the pump sends them inline
     while (this.queue.length > 0 && !this.urgentBlocked && !this.failure) {
       const buf = Buffer.allocUnsafe(Math.min(this.batchBytes, estimate(this.queue, this.map.pageSize)));
       const len = this.fillUrgent(buf, 0, buf.length, this.urgentChan);
@@ -412,8 +481,9 @@ class Session {
     const recMax = maxRecordBytes(map.pageSize);
     for (;;) {
       this.checkFailed();
+      if (this.sender && (await this.senderTurn(recMax))) continue;
       if (this.inflight >= this.maxInflight) { await this.waitWake(); continue; }
-      const hasUrgent = exec && this.queue.length > 0;
+      const hasUrgent = (exec || this.urgentServer !== undefined) && this.queue.length > 0;
       if (map.allSent && !hasUrgent) break;
       if (!hasUrgent && !background) { await this.waitWake(); continue; }
       const buf = this.acquire();
@@ -432,9 +502,16 @@ class Session {
       // Inline urgent records count once, as urgent bytes (H10 bug 2: they were in bytesMain too).
       this.stats.bytesUrgent += inlineUrgent;
       this.sendBatch(buf, pos, inlineUrgent);
+      if (this.urgentServer?.publishMainSent(map.sentCount)) this.countUrgentServer();
       this.progress(false);
       // Let the event loop read requests between chunks even when the socket takes everything at once.
       if (this.inflight < this.maxInflight) await new Promise<void>((r) => setImmediate(r));
+    }
+    if (this.sender?.isStarted) {
+      // The worker's chunks go first; only then may libuv write on the socket again.
+      await this.sender.idle();
+      this.checkSender();
+      this.checkFailed();
     }
     this.sendingDone = true;
     this.queue.length = 0;
@@ -445,7 +522,8 @@ class Session {
     p = writeFooter(tail, p, RAM_SECTION_ID);
     tail[p++] = QEMU_VM_EOF;
     this.writeMain(tail.subarray(0, p));
-    if (this.urgent) {
+    if (this.urgentServer) this.urgentServer.finish(); // the worker sends the urgent channel's EOS
+    else if (this.urgent) {
       const eos = Buffer.alloc(8);
       writeEos(eos, 0);
       this.urgent.write(eos);
@@ -454,7 +532,51 @@ class Session {
     log('all %d pages sent (%d background, %d urgent, %d prefault, %d zero)', map.totalPages, this.bg.pages, this.urg.pages, this.pre.pages, this.bg.zero + this.urg.zero + this.pre.zero);
   }
 
-  private fillBackground(buf: Buffer, pos: number, cap: number, recMax: number): number {
+  /**
+   * One step of the scatter-gather background path; false when the copying path should run this turn (the
+   * worker is still loading). Hands the socket over once libuv has nothing queued on it.
+   */
+  private async senderTurn(recMax: number): Promise<boolean> {
+    const sender = this.sender!;
+    if (!sender.isStarted) {
+      if (!sender.ready) return false;
+      const fd = (this.mainOut as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (typeof fd !== 'number' || fd < 0) { sender.stop(); this.sender = undefined; return false; }
+      if (this.inflight > 0) { await this.waitWake(); return true; }
+      if (this.mainOut.writableLength > 0) { await new Promise<void>((r) => setTimeout(r, 1)); return true; }
+      sender.start(fd);
+      log('background chunks now go out by writev from the sending thread');
+    }
+    this.checkSender();
+    if (this.map.allSent) return false; // the loop ends: the tail waits for the worker
+    if (sender.inflight >= this.maxInflight) { await sender.waitProgress(); return true; }
+    const slot = sender.nextSlot();
+    const buf = slot.small;
+    let pos = writeSectionHeader(buf, 0, QEMU_VM_SECTION_PART, RAM_SECTION_ID);
+    const start = pos;
+    pos = this.fillBackground(buf, pos, buf.length - 13, recMax, slot);
+    if (pos === start) return true;
+    pos = writeEos(buf, pos);
+    pos = writeFooter(buf, pos, RAM_SECTION_ID);
+    slot.flushSmall(pos);
+    this.stats.bytesMain += slot.bytes;
+    sender.submit(slot);
+    this.progress(false);
+    // Let the event loop read requests between chunks.
+    await new Promise<void>((r) => setImmediate(r));
+    return true;
+  }
+
+  private checkSender(): void {
+    const e = this.sender?.error ?? 0;
+    if (e === 0) return;
+    const err = Object.assign(new Error(`sending a background chunk failed: ${this.sender!.describeError()}`), { code: e > 0 ? errnoName(e) : 'EIO' });
+    this.onTransportError(err, 'main');
+    this.checkFailed();
+  }
+
+  /** `slot`: scatter-gather batch (headers into buf = slot.small, pages as iovecs); else pages are copied into buf. */
+  private fillBackground(buf: Buffer, pos: number, cap: number, recMax: number, slot?: SlotWriter): number {
     const { map, reader } = this;
     const sent = map.sent;
     const total = map.totalPages;
@@ -464,9 +586,10 @@ class Session {
     let blockEnd = block.firstPage + block.pages;
     const chan = this.mainChan;
     const counters = this.bg;
-    while (pos + recMax <= cap) {
+    const limit = this.batchBytes - recMax;
+    while (pos + recMax <= cap && (slot === undefined || (slot.room >= 2 && slot.bytes + pos <= limit))) {
       if (p >= blockEnd) { block = map.blockOfPage(p); blockEnd = block.firstPage + block.pages; }
-      pos = writePageRecord(buf, pos, chan, map, reader, block, p, counters);
+      pos = slot === undefined ? writePageRecord(buf, pos, chan, map, reader, block, p, counters) : writePageRecordIov(slot, pos, chan, map, reader, block, p, counters);
       sent[p] = 1;
       map.sentCount++;
       p++;
@@ -494,6 +617,27 @@ class Session {
   private writeMain(bytes: Uint8Array): void {
     this.stats.bytesMain += bytes.length;
     this.mainOut.write(bytes);
+  }
+
+  /**
+   * PING after the block list, then wait for PONG before the stop: whatever the destination still has to set up
+   * (accepting, attaching the process, starting its workers) happens while the workload runs, not in the
+   * downtime. Any PONG will do: ours is the only PING.
+   */
+  private waitReady(): Promise<void> {
+    const t0 = now();
+    const ms = this.opts.readyTimeoutMs ?? 30_000;
+    this.writeMain(encodePing());
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new MigrationError('TIMEOUT',
+        `the destination did not answer PING within ${ms} ms after the block list (is a destination process attached to postcopy-daemon?); the workload was not stopped (${this.transport.describe()})`)), ms);
+      const done = (): void => { clearTimeout(timer); this.ready = undefined; };
+      this.ready = {
+        resolve: () => { done(); this.stats.readyMs = now() - t0; log('destination ready (PONG) after %s ms', this.stats.readyMs.toFixed(3)); resolve(); },
+        reject: (e) => { done(); reject(e); },
+      };
+      if (this.failure) this.ready.reject(this.failure);
+    });
   }
 
   private waitShut(): Promise<number> {

@@ -67,7 +67,7 @@ export class PageMap {
     this.blocks = blocks;
     this.totalPages = firstPage;
     this.totalBytes = firstPage * pageSize;
-    this.sent = new Uint8Array(firstPage);
+    this.sent = new Uint8Array(new SharedArrayBuffer(firstPage)); // shared with the urgent worker (urgent-server.ts)
   }
 
   block(name: string): BlockInfo | undefined {

@@ -4,6 +4,7 @@
 // hole through the mapping would allocate a page).
 import createDebug from 'debug';
 import { libc, errno, strerror } from '../uffd/libc.js';
+import { addressOf } from '../uffd/memory.js';
 import type { BlockInfo, PageMap } from './page-map.js';
 
 const log = createDebug('postcopy:source:reader');
@@ -18,6 +19,8 @@ const lseek = libc.func('long lseek(int fd, long offset, int whence)');
 interface Window {
   bytes: Buffer;
   words: Int32Array;
+  /** Address of bytes[0] (for iovecs pointing into the region). */
+  addr: number;
 }
 
 /** Data/hole extent of a block's memfd, in bytes relative to the block. */
@@ -57,7 +60,8 @@ export class PageReader {
       throw new Error(`region "${block.name}": view(${start}, ${len}) returned ${v?.byteLength} bytes`);
     }
     if (v.byteOffset % 4 !== 0) throw new Error(`region "${block.name}": view is not 4-byte aligned`);
-    const win: Window = { bytes: Buffer.from(v.buffer, v.byteOffset, v.byteLength), words: new Int32Array(v.buffer, v.byteOffset, v.byteLength >>> 2) };
+    const bytes = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    const win: Window = { bytes, words: new Int32Array(v.buffer, v.byteOffset, v.byteLength >>> 2), addr: addressOf(bytes) };
     this.windows[block.index][w] = win;
     return win;
   }

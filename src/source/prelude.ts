@@ -30,6 +30,17 @@ export function encodePrelude(map: PageMap, opts: { machine?: string } = {}): Bu
   ]);
 }
 
+/**
+ * CMD PING: sent right after the prelude; the workload is stopped only once the destination's PONG comes back
+ * (postcopy-daemon answers once its session runs: destination process attached, stream worker decoding, so
+ * the state is forwarded the moment it arrives). QEMU's destination answers PINGs the same way.
+ */
+export const READY_PING_VALUE = 0x52454459; // "REDY"
+
+export function encodePing(value: number = READY_PING_VALUE): Buffer {
+  return Buffer.from(new StreamEncoder().command({ command: 'PING', value }));
+}
+
 /** SECTION_FULL "postcopy-uffd/state" (be32 length + blob, footer), then CMD POSTCOPY_RUN. */
 export function encodeStateAndRun(state: Uint8Array): Buffer {
   const enc = new StreamEncoder();

@@ -3,10 +3,11 @@
 // channel has its own encoder: QEMU keeps the CONTINUE state per channel (spec-notes §2.2).
 // Section framing around the records (part/end headers, EOS, footer) is written here by hand, also
 // allocation free; the rest of the stream uses src/protocol's StreamEncoder.
-import { RAM_SAVE_FLAG_EOS, QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_PART } from '../protocol/constants.js';
+import { RAM_SAVE_FLAG_EOS, RAM_SAVE_FLAG_PAGE, RAM_SAVE_FLAG_ZERO, QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_PART } from '../protocol/constants.js';
 import { RamRecordEncoder } from '../protocol/index.js';
 import type { BlockInfo, PageMap } from './page-map.js';
 import type { PageReader } from './page-reader.js';
+import type { SlotWriter } from './batch-sender.js';
 
 /** Per-channel record state (CONTINUE): one encoder per channel. */
 export class ChannelState {
@@ -43,6 +44,29 @@ export function writePageRecord(
   }
   reader.locate(block, page);
   return chan.encoder.recordInto(buf, pos, block.name, byteOff, reader.win.bytes, reader.off);
+}
+
+/**
+ * writePageRecord for a scatter-gather batch: the record header (or a whole ZERO record) goes into the slot's
+ * small bytes at `pos`, a PAGE's payload becomes an iovec pointing into the region. Returns the new small
+ * position. Caller checks slot.room ≥ 2 and maxRecordBytes of small room.
+ */
+export function writePageRecordIov(
+  slot: SlotWriter, pos: number, chan: ChannelState, map: PageMap, reader: PageReader, block: BlockInfo, page: number, counters: RecordCounters,
+): number {
+  const byteOff = (page - block.firstPage) * map.pageSize;
+  counters.pages++;
+  if (reader.isZero(block, page)) {
+    counters.zero++;
+    return chan.encoder.recordInto(slot.small, pos, block.name, byteOff, null);
+  }
+  // The encoder's ZERO record has exactly the PAGE header in front of its fill byte (same CONTINUE / idstr
+  // rules): turn the flag into PAGE (the flags are the low byte of the page-aligned offset) and drop the fill.
+  const end = chan.encoder.recordInto(slot.small, pos, block.name, byteOff, null) - 1;
+  slot.small[pos + 7] = (slot.small[pos + 7] & ~RAM_SAVE_FLAG_ZERO) | RAM_SAVE_FLAG_PAGE;
+  reader.locate(block, page);
+  slot.addPointer(end, reader.win.addr + reader.off, map.pageSize);
+  return end;
 }
 
 export function writeEos(buf: Buffer, pos: number): number {

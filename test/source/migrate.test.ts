@@ -79,7 +79,7 @@ test('tcp: header, blocks, state and RUN come first; every page once with the ri
   const memIdx = kinds.indexOf('mem-size');
   t.true(memIdx >= 0 && memIdx < stateIdx && stateIdx < runIdx && runIdx < firstPage, `order: mem-size ${memIdx}, state ${stateIdx}, run ${runIdx}, first page ${firstPage}`);
   const cmds = result.records.filter((r) => r.kind === 'command').map((r) => (r as { command: string }).command);
-  t.deepEqual(cmds.slice(0, 3), ['OPEN_RETURN_PATH', 'POSTCOPY_ADVISE', 'POSTCOPY_RUN']);
+  t.deepEqual(cmds.slice(0, 4), ['OPEN_RETURN_PATH', 'POSTCOPY_ADVISE', 'PING', 'POSTCOPY_RUN']);
   t.is(kinds[kinds.length - 1], 'eof');
   checkImage(t, [a, b], result);
   t.is(result.pages.filter((p) => p.kind === 'zero').length, 5);
@@ -299,4 +299,26 @@ test('options and URIs are checked', async (t) => {
 
 test.after.always(() => {
   for (const f of fs.readdirSync(os.tmpdir())) if (f.startsWith(`pc-src-${process.pid}-`)) fs.rmSync(path.join(os.tmpdir(), f), { force: true });
+});
+
+test('the workload is stopped only after the destination answers PING; no PONG → TIMEOUT, state() never called', async (t) => {
+  const a = heapRegion('a.ram', 8, [1]);
+  // A destination that answers: PING goes out before the state section, state() is called once.
+  let calls = 0;
+  const ok = await runPair('tcp', [a], { state: () => { calls++; return STATE; } });
+  const kinds = ok.result.records.map((r) => (r.kind === 'command' ? (r as { command: string }).command : r.kind));
+  t.true(kinds.indexOf('PING') >= 0 && kinds.indexOf('PING') < kinds.indexOf('device-state'), kinds.join(','));
+  t.is(calls, 1);
+  t.true(ok.stats.readyMs >= 0 && ok.stats.readyMs < 5000);
+  // One that never answers: migrate() gives up without stopping the workload.
+  const rx = await startReceiver('tcp', { answerPing: false });
+  try {
+    let called = false;
+    const e = await t.throwsAsync(withTimeout(migrate(rx.uri, { regions: [a], state: () => { called = true; return STATE; }, readyTimeoutMs: 300 }), 10000, 'migrate'));
+    t.true(e instanceof MigrationError && e.code === 'TIMEOUT', String(e));
+    t.regex(e!.message, /did not answer PING/);
+    t.false(called);
+  } finally {
+    rx.close();
+  }
 });

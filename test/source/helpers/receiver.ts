@@ -3,7 +3,7 @@
 // end, and returns what arrived, in order. Also usable over one duplex stream (the exec transport).
 import net from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
-import { StreamDecoder, RamRecordDecoder, encodeReturnPathReqPages, encodeReturnPathShut } from '../../../src/protocol/index.js';
+import { StreamDecoder, RamRecordDecoder, encodeReturnPathPong, encodeReturnPathReqPages, encodeReturnPathShut } from '../../../src/protocol/index.js';
 import type { DecodedRecord, RamBlockInfo, RamRecord } from '../../../src/protocol/types.js';
 
 export interface ArrivedPage {
@@ -48,6 +48,8 @@ export interface ReceiverOptions {
   countZeroOnly?: boolean;
   /** SHUT status to answer with (default 0); null = never answer. */
   shutStatus?: number | null;
+  /** Answer PING with PONG (default true; false: a destination that never gets ready). */
+  answerPing?: boolean;
 }
 
 class Session {
@@ -120,6 +122,7 @@ class Session {
         }
         break;
       case 'command':
+        if (r.command === 'PING' && this.opts.answerPing !== false) this.mainOut.write(encodeReturnPathPong(r.value)); // like QEMU: the source waits for it before stopping
         if (r.command === 'POSTCOPY_RUN') {
           this.result.sawRun = true;
           void this.opts.onRun?.(this.ctx);
