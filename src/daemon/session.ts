@@ -71,7 +71,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   };
   const t0 = ch.acceptedAt;
   let tState: number | null = null;
-  let blocksAt: number | null = null;
+  let stateArrivedAt: number | null = null;
   let stateDeliveredAt: number | null = null;
   const epoch = (): number => performance.timeOrigin + performance.now();
   let tComplete: number | null = null;
@@ -88,11 +88,11 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     switch (m.type) {
       case 'blocks':
         blockNames = m.names;
-        blocksAt = m.at;
         if (faultWorker) releaseFaultWorker();
         return;
       case 'state':
         log('state blob: %d bytes', m.blob.length);
+        stateArrivedAt = m.at;
         void client.sendState(m.blob).then(() => { tState = performance.now(); stateDeliveredAt = epoch(); });
         return;
       case 'all-present':
@@ -209,7 +209,9 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   closeFd(nudgeFd);
   const s = snapshot(stats, {
     pagesTotal: total, pagesPresent: stats.present,
-    downtimeMs: stateDeliveredAt === null || blocksAt === null ? null : stateDeliveredAt - blocksAt, stateDeliveredAt, totalTimeMs,
+    // The daemon's share of the downtime: the source stops only after our PONG, so the block list no longer
+    // marks the stop; from the state section's arrival to the blob written to the process.
+    downtimeMs: stateDeliveredAt === null || stateArrivedAt === null ? null : Math.max(0, stateDeliveredAt - stateArrivedAt), stateDeliveredAt, totalTimeMs,
     pageSize: device.pageSize, mode: hello.mode, transport: ch.transport, ok: result.ok, error: result.error?.message,
   });
   if (result.ok) await client.sendComplete(s);
