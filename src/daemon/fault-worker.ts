@@ -3,7 +3,7 @@
 // page state) → merged REQ_PAGES(_ID) on the urgent connection (blocking send) → urgent pages in (ram v4
 // records) → placed through umem-compat (which wakes the faulting threads). This thread never touches the
 // registered memory: placement is an ioctl and the daemon's own view of the memfd.
-import { parentPort, workerData, receiveMessageOnPort } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { UmemDevice, PAGE_PRESENT } from '../umem-compat/index.js';
 import { Poller, eventfdRead } from '../uffd/events.js';
@@ -16,7 +16,7 @@ import { placementError } from './page-sink.js';
 import { UrgentRecordParser, URGENT_PAGE, URGENT_ZERO } from './urgent-records.js';
 import { RequestEncoder } from './requests.js';
 import { recvSome, sendAll, setBlocking, MSG_DONTWAIT } from './sockets.js';
-import type { FaultWorkerData, WorkerMessage } from './worker-common.js';
+import { serveWorkerJob, type FaultWorkerData, type WorkerMessage } from './worker-common.js';
 
 const MAX_OUTSTANDING = 4096;
 const URGENT_RECV_BYTES = 256 * 1024;
@@ -237,8 +237,11 @@ export function runFaultWorker(d: FaultWorkerData): void {
     // answered while we were preempted in send(): one non-blocking recv instead of another poll).
     if (urgentFd >= 0 && (poller.ready(3) || nreq > 0)) {
       if (!serviceUrgent()) {
-        // The source closed its urgent channel (normal at the end); keep serving faults through the main stream.
+        // The source closed its urgent channel (normal at the end); keep serving faults through the main
+        // stream: requests go back to its return path.
         urgentFd = -1;
+        requestFd = d.requestFd;
+        requestIsSocket = d.requestIsSocket;
         poller = makePoller();
       }
     }
@@ -249,15 +252,4 @@ export function runFaultWorker(d: FaultWorkerData): void {
 
 // Spawned ahead of time (modules and koffi loaded), the worker waits for its job: starting a thread is
 // not on the migration's critical path.
-if (parentPort && (workerData as { role?: string })?.role === 'fault') {
-  parentPort.once('message', (d: FaultWorkerData) => {
-    try {
-      runFaultWorker(d);
-      post({ type: 'done' });
-    } catch (e) {
-      const err = e as Error & { code?: string };
-      post({ type: 'error', code: err.code ?? 'INTERNAL', message: err.message });
-    }
-    parentPort?.close();
-  });
-}
+serveWorkerJob<FaultWorkerData>('fault', runFaultWorker);

@@ -1,7 +1,8 @@
 // Turns decoded "ram" records into page placements through the umem-compat device: validates every
 // record against the regions first (WireMap), coalesces contiguous pages into one staging run (one ioctl
-// per run instead of per page), and counts what happened. Used by both daemon workers; allocation free
-// per page apart from what the decoder produced.
+// per run instead of per page), and counts what happened. The stream worker's placement path (the fault
+// worker places urgent records straight from its receive buffer); allocation free per page apart from what
+// the decoder produced.
 import { ProtocolError, type RamRecord } from '../protocol/index.js';
 import { PAGE_REQUESTED, type UmemDevice } from '../umem-compat/index.js';
 import { addressOf } from '../uffd/memory.js';
@@ -18,8 +19,8 @@ const ZERO_MERGE_MAX = 8;
 export type SinkRole = 'fault' | 'background';
 
 /** Error for a failed placement errno: a vanished process is not a daemon bug. */
-export function placementError(err: number | string, page: number): DaemonError {
-  const name = typeof err === 'number' ? errnoName(err) : err;
+export function placementError(err: number, page: number): DaemonError {
+  const name = errnoName(err);
   if (name === 'ESRCH' || name === 'ENOMEM') {
     return new DaemonError('PROCESS_DIED', `destination process is gone (placing page ${page} failed with ${name})`);
   }
@@ -166,11 +167,8 @@ export class PageSink {
       if (placed < 0) throw placementError(-placed, first);
       this.stats.v[this.zeroField] += Math.min(zerosInside, placed);
     } else {
-      try {
-        placed = this.device.placeZero(first, n).placed;
-      } catch (e) {
-        throw placementError((e as { errnoName?: string }).errnoName ?? (e as Error).message, first);
-      }
+      placed = this.device.placeZeroRaw(first, n);
+      if (placed < 0) throw placementError(-placed, first);
       this.stats.v[this.zeroField] += placed;
     }
     const v = this.stats.v;

@@ -3,7 +3,7 @@
 // regions, the state blob goes to the main thread at once, and background pages are validated and placed
 // in coalesced runs (pages already present are skipped by umem-compat's page state). Never touches the
 // registered memory itself.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { UmemDevice } from '../umem-compat/index.js';
 import {
@@ -17,7 +17,7 @@ import { eventfdWrite } from '../uffd/events.js';
 import { WireMap } from './regions.js';
 import { PageSink } from './page-sink.js';
 import { recvSome, sendAll, setBlocking } from './sockets.js';
-import type { StreamWorkerData, WorkerMessage } from './worker-common.js';
+import { serveWorkerJob, type StreamWorkerData, type WorkerMessage } from './worker-common.js';
 
 const ECONNRESET = 104;
 const PAGE_CONT = RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_CONTINUE;
@@ -232,17 +232,4 @@ export class StreamIngest {
 }
 
 // Spawned ahead of time (modules and koffi loaded); the job arrives as the first message.
-if (parentPort && (workerData as { role?: string })?.role === 'stream') {
-  parentPort.once('message', (d: StreamWorkerData) => {
-    try {
-      runStreamWorker(d);
-      post({ type: 'done' });
-    } catch (e) {
-      const err = e as Error & { code?: string };
-      const code = err instanceof ProtocolError ? 'PROTOCOL' : (err.code ?? 'INTERNAL');
-      const message = err instanceof ProtocolError ? `bad migration stream from the source: ${err.message}` : err.message;
-      post({ type: 'error', code, message });
-    }
-    parentPort?.close();
-  });
-}
+serveWorkerJob<StreamWorkerData>('stream', runStreamWorker);

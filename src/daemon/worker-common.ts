@@ -1,5 +1,6 @@
 // What the session hands each worker thread (structured-cloneable), and the messages workers post back.
-import { Worker as WorkerCtor } from 'node:worker_threads';
+import { Worker as WorkerCtor, parentPort, workerData } from 'node:worker_threads';
+import { ProtocolError } from '../protocol/index.js';
 import type { UmemRegionSpec } from '../umem-compat/index.js';
 import type { PlacementMode } from './regions.js';
 
@@ -61,11 +62,35 @@ export interface WorkerPair {
 }
 
 export function spawnWorkerPair(): WorkerPair {
-  // Lazy import keeps this module free of side effects for the workers themselves.
   const make = (file: string, role: string): import('node:worker_threads').Worker => {
     const w = new WorkerCtor(new URL(file, import.meta.url), { workerData: { role } });
     w.unref();
     return w;
   };
   return { fault: make('./fault-worker.js', 'fault'), stream: make('./stream-worker.js', 'stream') };
+}
+
+/** What a worker reports when its job throws: a bad stream from the source is named as such. */
+export function workerError(e: unknown): WorkerMessage {
+  const err = e as Error & { code?: string };
+  if (err instanceof ProtocolError) return { type: 'error', code: 'PROTOCOL', message: `bad migration stream from the source: ${err.message}` };
+  return { type: 'error', code: err?.code ?? 'INTERNAL', message: err?.message ?? String(e) };
+}
+
+/**
+ * Worker side of spawnWorkerPair(): in a worker spawned for `role`, run the job that arrives as the first
+ * message (modules and koffi are loaded by then), report 'done' or the error, and let the thread end.
+ */
+export function serveWorkerJob<T>(role: string, run: (job: T) => void): void {
+  const port = parentPort;
+  if (!port || (workerData as { role?: string } | null)?.role !== role) return;
+  port.once('message', (job: T) => {
+    try {
+      run(job);
+      port.postMessage({ type: 'done' } satisfies WorkerMessage);
+    } catch (e) {
+      port.postMessage(workerError(e));
+    }
+    port.close();
+  });
 }

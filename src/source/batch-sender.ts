@@ -1,4 +1,4 @@
-// Background batches sent straight from the region's memory (issue 4, H14): the main thread describes each
+// Background batches sent straight from the region's memory (issue 4): the main thread describes each
 // SECTION_PART chunk as an iovec list — record headers and framing in a small per-slot byte area, page
 // payloads as pointers into the region's mapping — and a worker thread writev()s it on its own dup of the
 // main socket. No batch memcpy and no libuv write per chunk: measured on 1 GiB to loopback TCP, 0.39–0.53

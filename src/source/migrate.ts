@@ -499,7 +499,7 @@ class Session {
       if (pos === start) { this.pool.push(buf); continue; }
       pos = writeEos(buf, pos);
       pos = writeFooter(buf, pos, RAM_SECTION_ID);
-      // Inline urgent records count once, as urgent bytes (H10 bug 2: they were in bytesMain too).
+      // Inline urgent records count once, as urgent bytes (not in bytesMain as well).
       this.stats.bytesUrgent += inlineUrgent;
       this.sendBatch(buf, pos, inlineUrgent);
       if (this.urgentServer?.publishMainSent(map.sentCount)) this.countUrgentServer();

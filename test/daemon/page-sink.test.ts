@@ -21,9 +21,10 @@ function fakeDevice(pageCount: number, calls: Call[], failWith = 0, pageState = 
       calls.push({ op: 'copy', first, count, bytes: Array.from({ length: count }, (_, i) => v[i * PS]) });
       return count;
     },
-    placeZero(first: number, count: number) {
+    placeZeroRaw(first: number, count: number): number {
+      if (failWith) return -failWith;
       calls.push({ op: 'zero', first, count });
-      return { placed: count, duplicates: 0, skipped: 0 };
+      return count;
     },
   } as unknown as UmemDevice;
 }
@@ -115,6 +116,9 @@ test('a failed placement is a DaemonError; ESRCH means the destination process i
   const { s: s2 } = sink(calls, { fail: 22 });
   s2.add(page('a', 0, 1));
   t.is((t.throws(() => s2.flush()) as { code?: string }).code, 'PLACE_FAILED');
+  const { s: s3 } = sink(calls, { fail: 3 });
+  for (let n = 0; n < 12; n++) s3.add(zero('a', n));
+  t.is((t.throws(() => s3.flush()) as { code?: string }).code, 'PROCESS_DIED', 'a zero run fails the same way');
 });
 
 test('background sink: pages the fault worker requested count as on demand when they arrive inline (exec:)', (t) => {

@@ -8,6 +8,7 @@ import { parseHello, WireMap } from '../../src/daemon/regions.js';
 import { RequestEncoder } from '../../src/daemon/requests.js';
 import { SharedStats, latencyBucket, bucketValue, snapshot, formatSummary } from '../../src/daemon/stats.js';
 import { parseListenSpec } from '../../src/daemon/listener.js';
+import { workerError } from '../../src/daemon/worker-common.js';
 import { recvHello, ControlClient } from '../../src/daemon/control.js';
 import { DaemonError } from '../../src/daemon/errors.js';
 import { ProtocolError, ReturnPathDecoder, encodeReturnPathShut, encodeReturnPathReqPages } from '../../src/protocol/index.js';
@@ -285,4 +286,12 @@ test('ControlClient: minor mode with only the uffd is refused (the memfd is need
   t.is(err?.code, 'NO_FDS');
   t.regex(err?.message ?? '', /memfd/);
   for (const f of [...m.fds, a, b, e1]) closeFd(f);
+});
+
+test('workerError: a ProtocolError from either worker is a PROTOCOL failure naming the source; others keep their code', (t) => {
+  const p = workerError(new ProtocolError('BAD_OFFSET', 'offset 4096 is outside block "a"', { offset: 9, context: 'urgent channel ram record', expected: 'x' }));
+  t.like(p, { type: 'error', code: 'PROTOCOL' });
+  t.regex((p as { message: string }).message, /^bad migration stream from the source: offset 4096 is outside/);
+  t.like(workerError(new DaemonError('SOURCE_LOST', 'gone')), { type: 'error', code: 'SOURCE_LOST', message: 'gone' });
+  t.like(workerError(new Error('boom')), { type: 'error', code: 'INTERNAL', message: 'boom' });
 });
