@@ -109,7 +109,10 @@ export class BatchSender {
     this.worker = new Worker(new URL(import.meta.url), { workerData: { role: ROLE, sab, layout } });
     this.worker.unref();
     this.worker.on('error', (e) => { log('sender worker error: %s', e.message); this.ctrl[ERRNO] = this.ctrl[ERRNO] || -1; this.wakeAll(); });
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
   }
+
+  private readonly exited: Promise<void>;
 
   /** True once the worker is loaded. */
   get ready(): boolean {
@@ -169,13 +172,19 @@ export class BatchSender {
     while (this.inflight > 0 && this.error === 0 && !this.stopped) await this.waitProgress();
   }
 
-  /** Stop the worker (it closes its dup of the socket within ~50 ms). Idempotent. */
-  stop(): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    Atomics.store(this.ctrl, STOP, 1);
-    this.wakeAll();
-    if (!this.started) void this.worker.terminate();
+  /**
+   * Stop the worker (it closes its dup of the socket within ~50 ms). Idempotent. The promise resolves once the
+   * thread is gone (at most ~2 s): a process must not exit while a worker is still loading koffi, which can
+   * crash Node's teardown.
+   */
+  stop(): Promise<void> {
+    if (!this.stopped) {
+      this.stopped = true;
+      Atomics.store(this.ctrl, STOP, 1);
+      this.wakeAll();
+      if (!this.started) void this.worker.terminate();
+    }
+    return Promise.race([this.exited, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
   }
 
   private wakeAll(): void {

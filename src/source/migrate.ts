@@ -158,7 +158,7 @@ export async function migrate(uri: string, options: MigrateOptions): Promise<Mig
   try {
     transport = await openTransport(parsed, { signal: opts.signal, connectTimeoutMs: opts.connectTimeoutMs });
   } catch (e) {
-    sender?.stop();
+    await sender?.stop();
     throw e;
   }
   const tConnected = now();
@@ -263,11 +263,12 @@ class Session {
       this.stats.shutStatus = status;
       this.stats.completionMs = now() - this.tRun;
       this.finished = true;
-      this.sender?.stop();
       this.transport.destroy();
+      await this.workersGone();
       if (status !== 0) throw new MigrationError('DESTINATION_FAILED', `the destination reported failure (SHUT ${status}) after receiving every page`, { status });
     } catch (e) {
       this.fail(e as Error);
+      await this.workersGone();
       throw this.failure ?? e;
     } finally {
       this.opts.signal?.removeEventListener('abort', onAbort);
@@ -360,6 +361,12 @@ class Session {
     if (this.shutStatus === 0 && this.map.allSent) { log('%s channel: %s after SHUT(0), ignored', channel, e.message); return; }
     const code = (e as NodeJS.ErrnoException).code;
     this.fail(new MigrationError('TRANSPORT_ERROR', `${channel} channel failed mid-migration (${code ?? e.message}) with ${this.map.sentCount}/${this.map.totalPages} pages sent (${this.transport.describe()})`, { channel, errno: code, pagesSent: this.map.sentCount }, { cause: e }));
+  }
+
+  /** Stop the sending threads and wait until they are gone, so the process can exit safely afterwards. */
+  private async workersGone(): Promise<void> {
+    this.urgentServer?.destroy();
+    await Promise.all([this.sender?.stop(), this.urgentServer?.whenExited()]);
   }
 
   private fail(e: Error): void {
@@ -541,7 +548,7 @@ class Session {
     if (!sender.isStarted) {
       if (!sender.ready) return false;
       const fd = (this.mainOut as unknown as { _handle?: { fd?: number } })._handle?.fd;
-      if (typeof fd !== 'number' || fd < 0) { sender.stop(); this.sender = undefined; return false; }
+      if (typeof fd !== 'number' || fd < 0) { void sender.stop(); this.sender = undefined; return false; }
       if (this.inflight > 0) { await this.waitWake(); return true; }
       if (this.mainOut.writableLength > 0) { await new Promise<void>((r) => setTimeout(r, 1)); return true; }
       sender.start(fd);

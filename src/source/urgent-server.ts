@@ -54,6 +54,14 @@ export class UrgentServer {
     this.worker.unref();
     this.worker.on('message', (m: UrgentWorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => { log('urgent worker error: %s', e.message); this.events.closed(-1); });
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+  }
+
+  private readonly exited: Promise<void>;
+
+  /** Resolves once the worker thread is gone (at most ~2 s after finish()/destroy()). */
+  whenExited(): Promise<void> {
+    return Promise.race([this.exited, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
   }
 
   /** Pages the main thread marked sent (inline pages): lets the worker tell when everything is sent. */
@@ -73,14 +81,21 @@ export class UrgentServer {
   finish(): void {
     if (this.finished) return;
     this.finished = true;
-    shutdownFd(this.fd, SHUT_RD);
+    this.wakeWorker();
   }
 
-  /** Hard stop (failure): the socket is being destroyed anyway. */
+  /** Hard stop (failure, or the end of the migration): the socket is being destroyed anyway. */
   destroy(): void {
     this.finished = true;
-    shutdownFd(this.fd, SHUT_RD);
+    this.wakeWorker();
   }
+
+  /** Unblock the worker's recv; never after our dup is closed (the fd number may belong to someone else by then). */
+  private wakeWorker(): void {
+    if (!this.fdClosed) shutdownFd(this.fd, SHUT_RD);
+  }
+
+  private fdClosed = false;
 
   private onMessage(m: UrgentWorkerMessage): void {
     switch (m.type) {
@@ -88,6 +103,7 @@ export class UrgentServer {
       case 'rp': this.events.returnPath(m.bytes); return;
       case 'bad-request': this.events.badRequest(m.message, m); return;
       case 'closed':
+        this.fdClosed = true;
         closeFn(this.fd);
         if (!this.finished) this.events.closed(m.errno);
         return;
