@@ -66,7 +66,8 @@ export function start(cmd: string, args: string[], placement: Placement, env?: N
   const waiters: (() => void)[] = [];
   child.stdout!.setEncoding('utf8').on('data', (s: string) => { out += s; waiters.forEach((w) => w()); });
   child.stderr!.setEncoding('utf8').on('data', (s: string) => { if (err.length < 1 << 20) err += s; });
-  const exited = new Promise<number>((resolve) => child.once('exit', (code, sig) => { waiters.forEach((w) => w()); resolve(code ?? (sig ? 128 : 1)); }));
+  // 'close', not 'exit': 'exit' can come before the last stdout bytes (the JSON line) were read.
+  const exited = new Promise<number>((resolve) => child.once('close', (code, sig) => { waiters.forEach((w) => w()); resolve(code ?? (sig ? 128 : 1)); }));
   const proc: Proc = {
     child,
     pid: child.pid!,

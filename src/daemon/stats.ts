@@ -107,9 +107,9 @@ export interface MigrationStats {
   faultLatencyUs: { p50: number; p99: number; max: number; mean: number; count: number };
   blockedTimeMs: number;
   /**
-   * Source stop → state delivered to the process, as the daemon sees it: from the end of the source's
-   * prelude (RAM block list; the source stops its workload right after) to the state blob written to the
-   * process. An upper bound of the true downtime; includes the source's state() call.
+   * The daemon's share of the downtime: the state blob arriving from the source → written to the process.
+   * (The source stops its workload only after the daemon's PONG, so the whole downtime is this plus the
+   * source's state() call and the transfer; compare stateDeliveredAt with the source's downtimeStart.)
    */
   downtimeMs: number | null;
   /** Epoch ms (performance.timeOrigin based) when the state reached the process (compare with the source's downtimeStart on one host). */

@@ -12,6 +12,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import createDebug from 'debug';
 import { libc, errno, strerror, closeFn } from '../uffd/libc.js';
 import { addressOf } from '../uffd/memory.js';
+import { settleWithin } from './worker-exit.js';
 
 const log = createDebug('postcopy:source:sender');
 
@@ -184,7 +185,7 @@ export class BatchSender {
       this.wakeAll();
       if (!this.started) void this.worker.terminate();
     }
-    return Promise.race([this.exited, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
+    return settleWithin(this.exited, 2000);
   }
 
   private wakeAll(): void {

@@ -2,8 +2,8 @@
 //
 // Timeline: connect (tcp/unix: main then urgent; exec: one pipe) → header, configuration, OPEN_RETURN_PATH,
 // POSTCOPY_ADVISE, "ram" SECTION_START with the block list → PING, wait for the destination's PONG (it is
-// ready; the workload still runs) → [the workload stops: state()] → state section,
-// POSTCOPY_RUN (the destination runs now; nothing before this point depends on memory size) → requested
+// ready; the workload still runs) → [the workload stops: state()] → state section, POSTCOPY_RUN (the
+// destination runs now; nothing before this point depends on memory size) → PING; on its PONG → requested
 // pages on the urgent channel (exec: inline ahead of the next background chunk) while every page not yet sent
 // streams in SECTION_PART chunks → SECTION_END + EOF (+ EOS on urgent) → wait for SHUT from the destination.
 import type { Readable, Writable } from 'node:stream';
@@ -19,7 +19,7 @@ import { PageMap, type BlockInfo, type SourceRegion } from './page-map.js';
 import { PageReader } from './page-reader.js';
 import { BatchSender, type SlotWriter } from './batch-sender.js';
 import { ChannelState, maxRecordBytes, writeEos, writeFooter, writePageRecord, writePageRecordIov, writeSectionHeader, type RecordCounters } from './records.js';
-import { encodePing, encodePrelude, encodeStateAndRun, RAM_SECTION_ID } from './prelude.js';
+import { encodePing, encodePrelude, encodeStateAndRun, RAM_SECTION_ID, READY_PING_VALUE, RUN_PING_VALUE } from './prelude.js';
 import { openTransport, type Transport } from './transport.js';
 import { UrgentServer } from './urgent-server.js';
 import { parseMigrationUri } from './uri.js';
@@ -119,6 +119,8 @@ export interface MigrationStats {
   connectMs: number;
   /** Block list sent → the destination's PONG (ready for the state); the workload still runs. */
   readyMs: number;
+  /** State + RUN sent → the destination's PONG (it has the state; background pages start then). */
+  runAckMs: number;
   /** RUN → last page handed to the transport, ms. */
   streamMs: number;
   /** RUN → SHUT received, ms. */
@@ -201,7 +203,7 @@ class Session {
   private shut: { resolve: (status: number) => void; reject: (e: Error) => void } | undefined;
   private shutStatus: number | undefined;
   /** Waiting for the PONG to the readiness PING (see waitReady). */
-  private ready: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private ready: { value: number; resolve: () => void; reject: (e: Error) => void } | undefined;
   private lastProgress = 0;
   private readonly bg: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
   private readonly urg: RecordCounters = { pages: 0, zero: 0, bytes: 0 };
@@ -233,7 +235,7 @@ class Session {
     this.stats = {
       uri, pageSize: map.pageSize, pagesTotal: map.totalPages, pagesBackground: 0, pagesUrgent: 0, pagesPrefault: 0,
       pagesResent: 0, pagesZero: 0, requests: 0, bytesMain: 0, bytesUrgent: 0, bytesTotal: 0, downtimeStart: 0,
-      stateSentAt: 0, handoverMs: 0, connectMs: 0, readyMs: 0, streamMs: 0, completionMs: 0, totalMs: 0, throughputMBps: 0, shutStatus: -1,
+      stateSentAt: 0, handoverMs: 0, connectMs: 0, readyMs: 0, runAckMs: 0, streamMs: 0, completionMs: 0, totalMs: 0, throughputMBps: 0, shutStatus: -1,
     };
   }
 
@@ -244,7 +246,7 @@ class Session {
     this.listen();
     try {
       this.writeMain(encodePrelude(this.map, { machine: this.opts.machine }));
-      await this.waitReady();
+      this.stats.readyMs = await this.waitPong(READY_PING_VALUE);
       // The workload stops here (a state function) or stopped before migrate() (a buffer).
       const downtimeStart = stoppedAt ?? now();
       const state = typeof this.opts.state === 'function' ? await this.opts.state() : this.opts.state;
@@ -256,6 +258,9 @@ class Session {
       this.stats.stateSentAt = this.tRun;
       this.stats.handoverMs = this.tRun - downtimeStart;
       log('state (%d bytes) + RUN sent %s ms after the stop', state.length, this.stats.handoverMs.toFixed(3));
+      // Background pages start once the destination has taken the state (PONG after RUN): until then the
+      // links and both hosts' CPUs stay free for the state's way to the process (requests are served).
+      this.stats.runAckMs = await this.waitPong(RUN_PING_VALUE);
 
       await this.pump();
       this.stats.streamMs = now() - this.tRun;
@@ -337,7 +342,7 @@ class Session {
         else if (m.status !== 0) this.fail(new MigrationError('DESTINATION_FAILED', `the destination gave up (SHUT ${m.status}) before the migration completed`, { status: m.status }));
         return;
       case 'pong':
-        this.ready?.resolve();
+        if (this.ready?.value === m.value) this.ready.resolve();
         return;
       default:
         log('ignoring return-path message %s on %s', m.kind, channel);
@@ -627,20 +632,23 @@ class Session {
   }
 
   /**
-   * PING after the block list, then wait for PONG before the stop: whatever the destination still has to set up
-   * (accepting, attaching the process, starting its workers) happens while the workload runs, not in the
-   * downtime. Any PONG will do: ours is the only PING.
+   * PING `value`, resolve with the ms until its PONG. READY_PING_VALUE follows the block list: whatever the
+   * destination still sets up (accepting, attaching the process, starting its workers) happens while the
+   * workload runs, not in the downtime. RUN_PING_VALUE follows state + RUN (see prelude.ts).
    */
-  private waitReady(): Promise<void> {
+  private waitPong(value: number): Promise<number> {
     const t0 = now();
     const ms = this.opts.readyTimeoutMs ?? 30_000;
-    this.writeMain(encodePing());
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(new MigrationError('TIMEOUT',
-        `the destination did not answer PING within ${ms} ms after the block list (is a destination process attached to postcopy-daemon?); the workload was not stopped (${this.transport.describe()})`)), ms);
+    const what = value === READY_PING_VALUE
+      ? 'after the block list (is a destination process attached to postcopy-daemon?); the workload was not stopped'
+      : 'after the state and RUN';
+    this.writeMain(encodePing(value));
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new MigrationError('TIMEOUT', `the destination did not answer PING within ${ms} ms ${what} (${this.transport.describe()})`)), ms);
       const done = (): void => { clearTimeout(timer); this.ready = undefined; };
       this.ready = {
-        resolve: () => { done(); this.stats.readyMs = now() - t0; log('destination ready (PONG) after %s ms', this.stats.readyMs.toFixed(3)); resolve(); },
+        value,
+        resolve: () => { done(); const dt = now() - t0; log('PONG 0x%s after %s ms', value.toString(16), dt.toFixed(3)); resolve(dt); },
         reject: (e) => { done(); reject(e); },
       };
       if (this.failure) this.ready.reject(this.failure);

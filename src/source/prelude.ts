@@ -36,6 +36,12 @@ export function encodePrelude(map: PageMap, opts: { machine?: string } = {}): Bu
  * the state is forwarded the moment it arrives). QEMU's destination answers PINGs the same way.
  */
 export const READY_PING_VALUE = 0x52454459; // "REDY"
+/**
+ * CMD PING right after state + RUN: background pages start on its PONG. postcopy-daemon's stream worker
+ * answers once it has decoded the state (already on its way to the process), so the first megabytes of
+ * pages do not compete with the state's last hop for the CPUs; page requests are served meanwhile.
+ */
+export const RUN_PING_VALUE = 0x52554e21; // "RUN!"
 
 export function encodePing(value: number = READY_PING_VALUE): Buffer {
   return Buffer.from(new StreamEncoder().command({ command: 'PING', value }));

@@ -10,6 +10,7 @@ import { addressOf } from '../uffd/memory.js';
 import { dupFd, setBlocking, shutdownFd, SHUT_RD } from '../daemon/sockets.js';
 import type { PageMap } from './page-map.js';
 import { U, type UrgentWorkerData, type UrgentWorkerMessage } from './urgent-worker.js';
+import { settleWithin } from './worker-exit.js';
 
 const log = createDebug('postcopy:source:urgent');
 const closeFn = libc.func('int close(int fd)') as (fd: number) => number;
@@ -61,7 +62,7 @@ export class UrgentServer {
 
   /** Resolves once the worker thread is gone (at most ~2 s after finish()/destroy()). */
   whenExited(): Promise<void> {
-    return Promise.race([this.exited, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
+    return settleWithin(this.exited, 2000);
   }
 
   /** Pages the main thread marked sent (inline pages): lets the worker tell when everything is sent. */

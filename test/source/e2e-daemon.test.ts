@@ -21,7 +21,7 @@ function run(args: string[], timeoutMs: number): Proc {
   child.stdout!.on('data', (d) => { p.out += d; });
   child.stderr!.on('data', (d) => { p.err += d; });
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  p.exit = new Promise((r) => child.on('exit', (code) => { clearTimeout(timer); r(code); }));
+  p.exit = new Promise((r) => child.on('close', (code) => { clearTimeout(timer); r(code); })); // 'close': stdout read to the end ('exit' can come first)
   return p;
 }
 

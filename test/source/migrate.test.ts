@@ -143,7 +143,8 @@ test('-m (restartAfterRequest): the background continues right after the request
   const a = heapRegion('m', 16384); // 64 MiB so the request lands while the scan is near the start
   const target = 12000;
   const { result } = await runPair('tcp', [a], { restartAfterRequest: true, forward: 3 }, {
-    onRun: (ctx) => ctx.request('m', target * PAGE, PAGE),
+    // Once the scan is under way (background pages start only after the PONG that follows RUN).
+    onRun: async (ctx) => { await ctx.waitPages(64); ctx.request('m', target * PAGE, PAGE); },
   });
   const main = result.pages.filter((p: ArrivedPage) => p.channel === 'main').map((p) => p.blockOffset / PAGE);
   const jump = main.indexOf(target + 4);
