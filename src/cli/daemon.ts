@@ -85,7 +85,7 @@ async function main(): Promise<void> {
       signal: abort.signal,
       listen: values.listen as string, control: values.control as string, flags, statsFile: values.stats as string | undefined,
       once: Boolean(values.once), stallTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
-      progress: values['no-progress'] ? false : undefined,
+      progress: values['no-progress'] ? false : undefined, exitOnCrash: true,
     });
   } catch (e) {
     die((e as Error).message);

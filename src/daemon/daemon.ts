@@ -26,6 +26,11 @@ export interface DaemonOptions {
   out?: (line: string) => void;
   err?: (line: string) => void;
   signal?: AbortSignal;
+  /**
+   * Install process-wide uncaughtException/unhandledRejection handlers that stop the attached process
+   * and exit(70) (what the CLI wants; off by default so an embedding program keeps its own crash handling).
+   */
+  exitOnCrash?: boolean;
 }
 
 export interface DaemonHandle {
@@ -71,8 +76,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     if (current) { void current.sendError(`postcopy-daemon crashed: ${(e as Error)?.message ?? String(e)}`); current.kill(); }
     process.exit(70);
   };
-  process.once('uncaughtException', onCrash);
-  process.once('unhandledRejection', onCrash);
+  if (opts.exitOnCrash) {
+    process.once('uncaughtException', onCrash);
+    process.once('unhandledRejection', onCrash);
+  }
 
   const loop = async (): Promise<number> => {
     let failures = 0;
@@ -112,7 +119,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
           } : undefined,
         });
         current = null;
-        if (bar) { (bar as cliProgress.SingleBar).update(result.stats.pagesPresent); (bar as cliProgress.SingleBar).stop(); }
+        if (bar) {
+          const st = result.stats;
+          (bar as cliProgress.SingleBar).update(st.pagesPresent, { od: st.pagesOnDemand, mb: (st.bytesOnWire / 1048576).toFixed(0) });
+          (bar as cliProgress.SingleBar).stop();
+        }
         out(formatSummary(result.stats));
         if (!result.ok) {
           failures++;
