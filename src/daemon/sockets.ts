@@ -2,6 +2,8 @@
 // would read ahead into its own buffers). Addresses are Numbers so the hot loops allocate nothing.
 import { libc, errno, readAt, writeAt } from '../uffd/libc.js';
 import { SyscallError } from '../uffd/errors.js';
+import { setNonBlocking } from '../uffd/events.js';
+import { O_CLOEXEC } from '../uffd/abi.js';
 
 const recvFn = libc.func('intptr_t recv(int fd, intptr_t buf, size_t len, int flags)') as (fd: number, buf: number, len: number, flags: number) => number;
 const sendFn = libc.func('intptr_t send(int fd, intptr_t buf, size_t len, int flags)') as (fd: number, buf: number, len: number, flags: number) => number;
@@ -15,11 +17,7 @@ export const MSG_NOSIGNAL = 0x4000;
 export const MSG_WAITALL = 0x100;
 const EINTR = 4;
 const EAGAIN = 11;
-const F_GETFL = 3;
-const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
-const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
 export const SHUT_RD = 0;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
@@ -70,10 +68,7 @@ export function shutdownFd(fd: number, how = SHUT_RDWR): void {
 }
 
 export function setBlocking(fd: number, blocking: boolean): void {
-  const fl = fcntlFn(fd, F_GETFL, 0);
-  if (fl < 0) throw new SyscallError('fcntl(F_GETFL)', errno(), `fd ${fd}`);
-  const want = blocking ? fl & ~O_NONBLOCK : fl | O_NONBLOCK;
-  if (want !== fl && fcntlFn(fd, F_SETFL, want) < 0) throw new SyscallError('fcntl(F_SETFL)', errno(), `fd ${fd}`);
+  setNonBlocking(fd, !blocking);
 }
 
 /** dup() with close-on-exec. */
