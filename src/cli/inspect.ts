@@ -10,12 +10,13 @@ import {
   ProtocolError,
   ReturnPathDecoder,
   StreamDecoder,
-  inflatePage,
+  applyRamRecord,
   protocolError,
   xbzrleDecode,
   type DecodedRecord,
   type DecoderOptions,
   type RamBlockInfo,
+  type RamRecordSink,
 } from '../protocol/index.js';
 import {
   StreamSummarizer,
@@ -78,14 +79,14 @@ export function extractFileName(idstr: string): string {
  * XBZRLE deltas are applied to the page read back from the file, and pages never written stay holes
  * (they read as zero).
  */
-class BlockFiles {
+class BlockFiles implements RamRecordSink {
   private readonly files = new Map<string, { fd: number; path: string; length: number; written: Uint8Array }>();
   private readonly page: Buffer;
   private zeros: Buffer | null = null;
 
   constructor(
     private readonly dir: string,
-    private readonly pageSize: number,
+    readonly pageSize: number,
     private readonly maxBytes: number,
   ) {
     this.page = Buffer.alloc(pageSize);
@@ -96,39 +97,25 @@ class BlockFiles {
   }
 
   apply(r: DecodedRecord): void {
-    switch (r.kind) {
-      case 'mem-size':
-        this.open(r.blocks);
-        return;
-      case 'page':
-        this.write(r.block, r.blockOffset, r.data, r.offset);
-        return;
-      case 'compressed-page':
-        this.write(r.block, r.blockOffset, r.page ?? inflatePage(r.data, this.pageSize, r.offset), r.offset);
-        return;
-      case 'zero': {
-        const f = this.file(r.block, r.blockOffset, r.offset);
-        // A zero page over a hole needs no write.
-        if (r.fill !== 0 || this.isWritten(f, r.blockOffset)) this.write(r.block, r.blockOffset, this.page.fill(r.fill), r.offset);
-        return;
-      }
-      case 'xbzrle': {
-        const f = this.file(r.block, r.blockOffset, r.offset);
-        const cur = this.page.fill(0);
-        if (this.isWritten(f, r.blockOffset)) readSync(f.fd, cur, 0, this.pageSize, r.blockOffset);
-        xbzrleDecode(r.data, cur, r.offset);
-        this.write(r.block, r.blockOffset, cur, r.offset);
-        return;
-      }
-      case 'command':
-        if (r.command === 'POSTCOPY_RAM_DISCARD') {
-          // Discarded pages read as zero until sent again (only pages written so far need a write).
-          for (const x of r.ranges) if (x.length > 0) this.discard(r.idstr, x.start, x.length, r.offset);
-        }
-        return;
-      default:
-        return;
-    }
+    applyRamRecord(r, this);
+  }
+
+  setBlocks(blocks: readonly RamBlockInfo[]): void {
+    this.open(blocks);
+  }
+
+  fill(block: string, blockOffset: number, value: number, at: number): void {
+    const f = this.file(block, blockOffset, at);
+    // A zero page over a hole needs no write.
+    if (value !== 0 || this.isWritten(f, blockOffset)) this.write(block, blockOffset, this.page.fill(value), at);
+  }
+
+  xbzrle(block: string, blockOffset: number, delta: Uint8Array, at: number): void {
+    const f = this.file(block, blockOffset, at);
+    const cur = this.page.fill(0);
+    if (this.isWritten(f, blockOffset)) readSync(f.fd, cur, 0, this.pageSize, blockOffset);
+    xbzrleDecode(delta, cur, at);
+    this.write(block, blockOffset, cur, at);
   }
 
   close(): void {
@@ -168,7 +155,9 @@ class BlockFiles {
     return f;
   }
 
-  private discard(block: string, start: number, length: number, at: number): void {
+  /** Discarded pages read as zero until sent again (only pages written so far need a write). */
+  discard(block: string, start: number, length: number, at: number): void {
+    if (length === 0) return;
     const f = this.file(block, start, at);
     this.file(block, start + length - this.pageSize, at);
     const end = (start + length) / this.pageSize;
@@ -188,7 +177,7 @@ class BlockFiles {
     return (f.written[i >>> 3] & (1 << (i & 7))) !== 0;
   }
 
-  private write(block: string, blockOffset: number, data: Uint8Array, at: number): void {
+  write(block: string, blockOffset: number, data: Uint8Array, at: number): void {
     const f = this.file(block, blockOffset, at);
     writeSync(f.fd, data, 0, this.pageSize, blockOffset);
     const i = blockOffset / this.pageSize;

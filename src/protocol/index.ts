@@ -21,5 +21,5 @@ export {
 export { UmemRequestDecoder, UmemRequestEncoder, encodeUmemRequest, encodeUmemRequests } from './umem-requests.js';
 export { xbzrleEncode, xbzrleDecode, xbzrleValidate } from './xbzrle.js';
 export { compressPage, inflatePage, compressBound } from './compress.js';
-export { RamImage, type RamImageOptions } from './ram-image.js';
+export { RamImage, applyRamRecord, type RamImageOptions, type RamRecordSink } from './ram-image.js';
 export { vmDescriptionSectionSizes, deviceSizeLookup } from './vmdesc.js';

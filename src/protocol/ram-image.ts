@@ -22,6 +22,45 @@ class BlockImage {
   constructor(public info: RamBlockInfo) {}
 }
 
+/** Where decoded RAM records land: an in-memory image (RamImage) or files (postcopy-inspect --extract). */
+export interface RamRecordSink {
+  readonly pageSize: number;
+  setBlocks(blocks: readonly RamBlockInfo[]): void;
+  write(block: string, blockOffset: number, page: Uint8Array, at: number): void;
+  fill(block: string, blockOffset: number, value: number, at: number): void;
+  /** Apply an XBZRLE delta to the page's current content. */
+  xbzrle(block: string, blockOffset: number, delta: Uint8Array, at: number): void;
+  discard(block: string, start: number, length: number, at: number): void;
+}
+
+/** Routes one decoded record to a sink; records that do not touch RAM are ignored. */
+export function applyRamRecord(r: DecodedRecord, sink: RamRecordSink): void {
+  switch (r.kind) {
+    case 'mem-size':
+      sink.setBlocks(r.blocks);
+      return;
+    case 'zero':
+      sink.fill(r.block, r.blockOffset, r.fill, r.offset);
+      return;
+    case 'page':
+      sink.write(r.block, r.blockOffset, r.data, r.offset);
+      return;
+    case 'compressed-page':
+      sink.write(r.block, r.blockOffset, r.page ?? inflatePage(r.data, sink.pageSize, r.offset), r.offset);
+      return;
+    case 'xbzrle':
+      sink.xbzrle(r.block, r.blockOffset, r.data, r.offset);
+      return;
+    case 'command':
+      if (r.command === 'POSTCOPY_RAM_DISCARD') {
+        for (const x of r.ranges) sink.discard(r.idstr, x.start, x.length, r.offset);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
 export interface RamImageOptions {
   targetPageSize?: number;
   blocks?: readonly RamBlockInfo[];
@@ -29,7 +68,7 @@ export interface RamImageOptions {
   maxMaterialize?: number;
 }
 
-export class RamImage {
+export class RamImage implements RamRecordSink {
   readonly pageSize: number;
   private readonly chunkBytes: number;
   private readonly maxMaterialize: number;
@@ -64,31 +103,13 @@ export class RamImage {
 
   /** Applies one record; records that do not touch RAM are ignored. */
   apply(r: DecodedRecord): void {
-    switch (r.kind) {
-      case 'mem-size':
-        this.setBlocks(r.blocks);
-        return;
-      case 'zero':
-        this.fill(r.block, r.blockOffset, r.fill, r.offset);
-        return;
-      case 'page':
-        this.write(r.block, r.blockOffset, r.data, r.offset);
-        return;
-      case 'compressed-page':
-        this.write(r.block, r.blockOffset, r.page ?? inflatePage(r.data, this.pageSize, r.offset), r.offset);
-        return;
-      case 'xbzrle': {
-        const page = this.pageView(r.block, r.blockOffset, true, r.offset)!;
-        xbzrleDecode(r.data, page, r.offset);
-        this.markReceived(r.block, r.blockOffset);
-        return;
-      }
-      case 'command':
-        if (r.command === 'POSTCOPY_RAM_DISCARD') for (const x of r.ranges) this.discard(r.idstr, x.start, x.length, r.offset);
-        return;
-      default:
-        return;
-    }
+    applyRamRecord(r, this);
+  }
+
+  xbzrle(block: string, blockOffset: number, delta: Uint8Array, at = -1): void {
+    const page = this.pageView(block, blockOffset, true, at)!;
+    xbzrleDecode(delta, page, at);
+    this.markReceived(block, blockOffset);
   }
 
   private image(block: string, blockOffset: number, len: number, at: number): BlockImage {
