@@ -173,6 +173,31 @@ class ArgBlock {
   }
 }
 
+/**
+ * The kernel's result field (bytes done, or -errno) after an ioctl whose struct ends in one: success → the
+ * field; failure with partial progress → the bytes done; otherwise -errno.
+ */
+function resultOf(rc: number, a: ArgBlock, word: number): number {
+  const done = getS64(a.u32, a.i32, word);
+  return rc === 0 || done > 0 ? done : -errno();
+}
+
+/** ZEROPAGE / CONTINUE / POISON: { range { start, len }, mode, s64 result }. */
+function rangeIoctl(fd: number, request: number, a: ArgBlock, addr: number, len: number, mode: number): number {
+  const u32 = a.u32;
+  putU64(u32, 0, addr); putU64(u32, 2, len); putU64(u32, 4, mode);
+  u32[6] = 0; u32[7] = 0;
+  return resultOf(ioctlPtr(fd, request, a.buf), a, 6);
+}
+
+/** COPY / MOVE: { dst, src, len, mode, s64 result }. */
+function transferIoctl(fd: number, request: number, a: ArgBlock, dst: number, src: number, len: number, mode: number): number {
+  const u32 = a.u32;
+  putU64(u32, 0, dst); putU64(u32, 2, src); putU64(u32, 4, len); putU64(u32, 6, mode);
+  u32[8] = 0; u32[9] = 0;
+  return resultOf(ioctlPtr(fd, request, a.buf), a, 8);
+}
+
 /** Issue UFFDIO_API on `fd`; returns the kernel's reply or throws. */
 function apiHandshake(fd: number, features: bigint, apiVersion = UFFD_API): { features: bigint; ioctls: bigint } {
   const a = new ArgBlock(UFFDIO_API_SIZE);
@@ -322,52 +347,27 @@ export class Userfaultfd {
 
   /** UFFDIO_COPY. Returns bytes copied (may be < len on partial progress) or -errno. `src` is an address. */
   copyRaw(dst: number, src: number, len: number, mode: number): number {
-    const { u32, i32, buf } = this.cp;
-    putU64(u32, 0, dst); putU64(u32, 2, src); putU64(u32, 4, len); putU64(u32, 6, mode);
-    u32[8] = 0; u32[9] = 0;
-    if (ioctlPtr(this.fd, UFFDIO_COPY, buf) === 0) return getS64(u32, i32, 8);
-    const done = getS64(u32, i32, 8);
-    return done > 0 ? done : -errno();
+    return transferIoctl(this.fd, UFFDIO_COPY, this.cp, dst, src, len, mode);
   }
 
   /** UFFDIO_ZEROPAGE. Bytes zero-mapped or -errno. */
   zeropageRaw(addr: number, len: number, mode: number): number {
-    const { u32, i32, buf } = this.zp;
-    putU64(u32, 0, addr); putU64(u32, 2, len); putU64(u32, 4, mode);
-    u32[6] = 0; u32[7] = 0;
-    if (ioctlPtr(this.fd, UFFDIO_ZEROPAGE, buf) === 0) return getS64(u32, i32, 6);
-    const done = getS64(u32, i32, 6);
-    return done > 0 ? done : -errno();
+    return rangeIoctl(this.fd, UFFDIO_ZEROPAGE, this.zp, addr, len, mode);
   }
 
   /** UFFDIO_CONTINUE. Bytes mapped or -errno. */
   continueRaw(addr: number, len: number, mode: number): number {
-    const { u32, i32, buf } = this.cont;
-    putU64(u32, 0, addr); putU64(u32, 2, len); putU64(u32, 4, mode);
-    u32[6] = 0; u32[7] = 0;
-    if (ioctlPtr(this.fd, UFFDIO_CONTINUE, buf) === 0) return getS64(u32, i32, 6);
-    const done = getS64(u32, i32, 6);
-    return done > 0 ? done : -errno();
+    return rangeIoctl(this.fd, UFFDIO_CONTINUE, this.cont, addr, len, mode);
   }
 
   /** UFFDIO_MOVE. Bytes moved or -errno. */
   moveRaw(dst: number, src: number, len: number, mode: number): number {
-    const { u32, i32, buf } = this.mv;
-    putU64(u32, 0, dst); putU64(u32, 2, src); putU64(u32, 4, len); putU64(u32, 6, mode);
-    u32[8] = 0; u32[9] = 0;
-    if (ioctlPtr(this.fd, UFFDIO_MOVE, buf) === 0) return getS64(u32, i32, 8);
-    const done = getS64(u32, i32, 8);
-    return done > 0 ? done : -errno();
+    return transferIoctl(this.fd, UFFDIO_MOVE, this.mv, dst, src, len, mode);
   }
 
   /** UFFDIO_POISON. Bytes poisoned or -errno. */
   poisonRaw(addr: number, len: number, mode: number): number {
-    const { u32, i32, buf } = this.poi;
-    putU64(u32, 0, addr); putU64(u32, 2, len); putU64(u32, 4, mode);
-    u32[6] = 0; u32[7] = 0;
-    if (ioctlPtr(this.fd, UFFDIO_POISON, buf) === 0) return getS64(u32, i32, 6);
-    const done = getS64(u32, i32, 6);
-    return done > 0 ? done : -errno();
+    return rangeIoctl(this.fd, UFFDIO_POISON, this.poi, addr, len, mode);
   }
 
   /** UFFDIO_WAKE. 0 or -errno. */
