@@ -136,6 +136,8 @@ export interface OursOptions {
   /** Sample pages present in the destination every N ms (for plots only: it costs CPU). */
   sampleMs?: number;
   timeoutMs?: number;
+  /** Destination memory: a shared memfd (default, as bench/remote's C destination) or private anonymous. */
+  memory?: 'memfd' | 'anon';
 }
 
 export interface PairRun {
@@ -204,7 +206,7 @@ export async function runOurs(o: OursOptions): Promise<OursRun> {
     timeoutMs,
     dest: (control) => [refBinary, ['attach', '--control', control, '-s', String(o.size), '-o', o.order,
       '--timeout', String(Math.ceil(timeoutMs / 1000)), ...(o.pages ? ['-n', String(o.pages)] : []),
-      ...(o.sampleMs ? ['--sample-ms', String(o.sampleMs)] : [])]],
+      ...(o.sampleMs ? ['--sample-ms', String(o.sampleMs)] : []), '--memory', o.memory ?? 'memfd']],
     source: (uri) => [process.execPath, [sourceScript, '--to', uri, '--size', String(o.size), ...(o.background ? [] : ['-n'])]],
   });
   const destJson = lastJson(r.dest.stdout());

@@ -9,7 +9,7 @@
 // JSON and SVG plots (pages sent over time, on demand vs background; fault latency histogram) go to bench/results/.
 //
 //   node dist/bench/migration/run.js [--reps 3] [--size 1G] [--sizes 256M,1G,4G,8G] [--no-qemu] [--qemu-mem 1024] [--quick]
-//     [--only a,b,c,e,plots]   (e.g. --only c: downtime and daemon VmHWM by size only)
+//     [--only a,b,c,e,plots]   (e.g. --only c: downtime and daemon VmHWM by size only) [--memory anon|memfd]
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -20,6 +20,12 @@ import { qemuUnavailable, runQemuPostcopy, type QemuRun } from '../qemu/qemu-pos
 import { histogram, lineChart } from '../plot.js';
 
 const MiB = 1048576;
+/**
+ * The destination process's memory in (a)–(d): private anonymous, like examples/toy's default and Firecracker's
+ * guest memory (UFFDIO_COPY into a shared memfd costs the kernel more per page: shmem page cache). --memory memfd to compare.
+ */
+const DEST_MEMORY = argOpt('--memory', 'anon') as 'anon' | 'memfd';
+if (DEST_MEMORY !== 'anon' && DEST_MEMORY !== 'memfd') throw new Error(`--memory must be anon or memfd, got "${DEST_MEMORY}"`);
 const toyScript = path.join(root, 'dist/examples/toy/main.js');
 const log = (s: string): void => { process.stderr.write(s + '\n'); };
 
@@ -80,7 +86,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < reps; r++) {
       const t = await attempt(`(a) raw TCP rep ${r + 1}`, failures, () => rawTcp(size));
       if (t) raw.push(t);
-      const o = await attempt(`(a) ours rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order: 'none' }));
+      const o = await attempt(`(a) ours rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order: 'none', memory: DEST_MEMORY }));
       if (!o) continue;
       (bySize.get(size) ?? bySize.set(size, []).get(size)!).push(o);
       log(`  rep ${r + 1}: raw ${t?.GBps.toFixed(2)} GB/s; ours ${(size / 1e6 / o.daemon.totalTimeMs).toFixed(2)} GB/s (${o.daemon.totalTimeMs.toFixed(0)} ms)`);
@@ -105,7 +111,7 @@ async function main(): Promise<void> {
     log(`(b) ${size / MiB} MiB with a toucher racing the stream`);
     for (let r = 0; r < reps; r++) {
       for (const order of ['seq', 'rand'] as const) {
-        const o = await attempt(`(b) ${order} rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order }));
+        const o = await attempt(`(b) ${order} rep ${r + 1}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order, memory: DEST_MEMORY }));
         if (!o) continue;
         bRuns[order].push(o);
         log(`  rep ${r + 1} ${order}: total ${o.daemon.totalTimeMs.toFixed(0)} ms, ${o.daemon.pagesOnDemand} on demand, touch p50 ${o.dest.touchUs.p50} µs`);
@@ -137,7 +143,7 @@ async function main(): Promise<void> {
       }
       const rs: OursRun[] = [];
       for (let r = 0; r < reps; r++) {
-        const o = await attempt(`(c) ${sz / MiB} MiB rep ${r + 1}`, failures, () => runOurs({ size: sz, placement: 'unpinned', background: true, order: 'none' }));
+        const o = await attempt(`(c) ${sz / MiB} MiB rep ${r + 1}`, failures, () => runOurs({ size: sz, placement: 'unpinned', background: true, order: 'none', memory: DEST_MEMORY }));
         if (!o) continue;
         rs.push(o);
         log(`  ${sz / MiB} MiB rep ${r + 1}: downtime ${o.downtimeMs.toFixed(2)} ms, VmHWM ${((o.daemonHwmKiB ?? NaN) / 1024).toFixed(0)} MiB, total ${o.daemon.totalTimeMs.toFixed(0)} ms`);
@@ -212,7 +218,7 @@ async function main(): Promise<void> {
   // One extra, unmeasured run per toucher order with the destination sampling pages present (mincore).
   if (only.has('plots')) {
     for (const order of ['seq', 'rand'] as const) {
-      const o = await attempt(`plot run ${order}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order, sampleMs: 5 }));
+      const o = await attempt(`plot run ${order}`, failures, () => runOurs({ size, placement: 'unpinned', background: true, order, sampleMs: 5, memory: DEST_MEMORY }));
       if (!o) continue;
       const stop = BigInt(o.source.stopNs);
       const enterMs = Number(BigInt(o.source.enterNs) - stop) / 1e6; // negative: migrate() is entered before the stop

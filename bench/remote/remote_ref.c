@@ -9,9 +9,10 @@
  *                                               destination processes) registered MISSING, a handler
  *                                               thread (blocking read of the uffd, request, recv, UFFDIO_COPY)
  *                                               and a toucher (main thread) timing every first touch.
- *   remote_ref attach --control PATH -s BYTES [-n PAGES] [-o seq|rand|none]
+ *   remote_ref attach --control PATH -s BYTES [-n PAGES] [-o seq|rand|none] [--memory memfd|anon]
  *                                               the same toucher, but the memory is served by postcopy-daemon:
  *                                               memfd + MAP_SHARED + uffd handed over the control socket
+ *                                               (--memory anon: private anonymous memory, the uffd alone)
  *                                               (team MIGRATION.md handshake), touching starts when the state
  *                                               blob arrives; waits for "complete", verifies every page.
  *   remote_ref tcp-recv -p PORT -s BYTES        raw loopback TCP ceiling: receive BYTES (4 MiB recv buffer).
@@ -167,6 +168,7 @@ struct opts {
   uint64_t size, pages;
   const char *order, *control;
   int timeout_s, sample_ms;
+  int anon; /* attach: anonymous private memory (only the uffd is handed over) instead of a shared memfd */
 };
 
 static uint64_t parse_size(const char *s) {
@@ -189,6 +191,10 @@ static struct opts parse(int argc, char **argv) {
     else if (!strcmp(a, "--control")) o.control = v, i++;
     else if (!strcmp(a, "--timeout")) o.timeout_s = atoi(v), i++;
     else if (!strcmp(a, "--sample-ms")) o.sample_ms = atoi(v), i++;
+    else if (!strcmp(a, "--memory")) {
+      if (strcmp(v, "anon") && strcmp(v, "memfd")) { fprintf(stderr, "remote_ref: --memory anon|memfd\n"); exit(2); }
+      o.anon = !strcmp(v, "anon"), i++;
+    }
     else { fprintf(stderr, "remote_ref: unknown option %s\n", a); exit(2); }
   }
   if (o.size < PAGE) { fprintf(stderr, "remote_ref: -s too small\n"); exit(2); }
@@ -397,12 +403,18 @@ static void *sampler_main(void *arg) {
 
 static int run_attach(const struct opts *o) {
   if (!o->control) { fprintf(stderr, "remote_ref: attach needs --control PATH\n"); return 2; }
-  int memfd = memfd_create("bench.ram", MFD_CLOEXEC);
-  if (memfd < 0) die("memfd_create");
-  if (ftruncate(memfd, (off_t)o->size) < 0) die("ftruncate");
-  uint8_t *mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  int memfd = -1;
+  uint8_t *mem;
+  if (o->anon) {
+    mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  } else {
+    memfd = memfd_create("bench.ram", MFD_CLOEXEC);
+    if (memfd < 0) die("memfd_create");
+    if (ftruncate(memfd, (off_t)o->size) < 0) die("ftruncate");
+    mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  }
   if (mem == MAP_FAILED) die("mmap");
-  int uffd = open_uffd(UFFD_FEATURE_MISSING_SHMEM, 1);
+  int uffd = open_uffd(o->anon ? 0 : UFFD_FEATURE_MISSING_SHMEM, 1);
   register_missing(uffd, mem, o->size);
   uint64_t *ord = visit_order(o);
   struct lat touch;
@@ -426,8 +438,10 @@ static int run_attach(const struct opts *o) {
   struct iovec iov = { .iov_base = json, .iov_len = (size_t)jl };
   struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b, .msg_controllen = sizeof cbuf.b };
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET, c->cmsg_type = SCM_RIGHTS, c->cmsg_len = CMSG_LEN(sizeof fds);
-  memcpy(CMSG_DATA(c), fds, sizeof fds);
+  size_t nfds = o->anon ? 1 : 2; /* anonymous memory: the uffd alone */
+  msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+  c->cmsg_level = SOL_SOCKET, c->cmsg_type = SCM_RIGHTS, c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
   if (sendmsg(sock, &msg, MSG_NOSIGNAL) != jl) die("sendmsg to the daemon");
   fprintf(stderr, "remote_ref: attached (%llu bytes), waiting for the state\n", (unsigned long long)o->size);
 

@@ -33,6 +33,9 @@ export class PageSink {
   private readonly stagingPages: number;
   private readonly ps: number;
   private runStart = -1;
+  /** Address of the current run's first page: the staging buffer, or the caller's memory (addInPlace). */
+  private runSrc = 0;
+  private runInPlace = false;
   private runCount = 0;
   private runKind = KIND_PAGE;
   /** Zero pages at the end of the current data run (merged into it), and in it overall. */
@@ -58,6 +61,7 @@ export class PageSink {
     this.stagingPages = Math.max(1, Math.floor(stagingBytes / this.ps));
     this.staging = Buffer.allocUnsafeSlow(this.stagingPages * this.ps);
     this.stagingAddr = addressOf(this.staging);
+    this.runSrc = this.stagingAddr;
     const fault = role === 'fault';
     this.placedField = fault ? F.placedFault : F.placedBackground;
     this.pagesField = fault ? F.pagesOnDemand : F.pagesBackground;
@@ -114,8 +118,26 @@ export class PageSink {
     else this.stage(page, KIND_PAGE, undefined, 0, srcAddr);
   }
 
+  /**
+   * Like addRaw, but the page stays where it is: consecutive pages at consecutive addresses extend one run
+   * placed straight from the caller's memory, which must stay untouched until the next flush().
+   */
+  addInPlace(block: string, blockOffset: number, srcAddr: number, streamOffset: number): void {
+    const page = this.wire.validate(block, blockOffset, this.ps, streamOffset, 'ram record PAGE');
+    const n = this.runCount;
+    if (n > 0 && !(this.runInPlace && page === this.runStart + n && srcAddr === this.runSrc + n * this.ps)) this.flush();
+    if (this.runCount === 0) {
+      this.runStart = page;
+      this.runKind = KIND_PAGE;
+      this.runSrc = srcAddr;
+      this.runInPlace = true;
+    }
+    this.runCount++;
+  }
+
   /** Stage one validated page: from `data`, else from address `srcAddr` when non-zero, else filled with `fill`. */
   private stage(page: number, kind: number, data: Uint8Array | undefined, fill: number, srcAddr = 0): void {
+    if (this.runInPlace && this.runCount > 0) this.flush(); // staging and in-place pages never share a run
     // An isolated zero page inside a run of data pages is cheaper copied (4 KiB memset + part of one
     // UFFDIO_COPY) than split out (two extra ioctls); longer zero stretches still go as UFFDIO_ZEROPAGE.
     if (kind === KIND_ZERO && this.runCount > 0 && this.runKind === KIND_PAGE && page === this.runStart + this.runCount &&
@@ -153,7 +175,10 @@ export class PageSink {
     if (n === 0) return;
     const first = this.runStart;
     const zerosInside = this.zeroInRun;
+    const src = this.runSrc;
     this.runCount = 0;
+    this.runSrc = this.stagingAddr;
+    this.runInPlace = false;
     this.zeroTail = 0;
     this.zeroInRun = 0;
     let requested = 0;
@@ -163,7 +188,7 @@ export class PageSink {
     }
     let placed: number;
     if (this.runKind === KIND_PAGE) {
-      placed = this.device.placeFromAddressRaw(first, n, this.stagingAddr);
+      placed = this.device.placeFromAddressRaw(first, n, src);
       if (placed < 0) throw placementError(-placed, first);
       this.stats.v[this.zeroField] += Math.min(zerosInside, placed);
     } else {

@@ -131,6 +131,11 @@ export interface MigrationStats {
   shutStatus: number;
 }
 
+/**
+ * Bytes per SECTION_PART of the sending thread (its batches are slices of one part). Long parts keep the
+ * stream a plain run of page records for the destination's scatter receive (framing only every 32 MiB).
+ */
+const PART_BYTES = 32 << 20;
 const now = (): number => performance.timeOrigin + performance.now();
 
 interface UrgentRange {
@@ -195,6 +200,8 @@ class Session {
   private readonly pool: Buffer[] = [];
   private inflight = 0;
   private cursor = 0;
+  /** Bytes in the SECTION_PART the sending thread's slots are filling; -1: no part open. */
+  private partBytes = -1;
   private urgentBlocked = false;
   private sendingDone = false;
   private finished = false;
@@ -560,16 +567,23 @@ class Session {
       log('background chunks now go out by writev from the sending thread');
     }
     this.checkSender();
-    if (this.map.allSent) return false; // the loop ends: the tail waits for the worker
     if (sender.inflight >= this.maxInflight) { await sender.waitProgress(); return true; }
+    // The loop ends once every page is sent (the tail waits for the worker), after closing an open part.
+    if (this.map.allSent && this.partBytes < 0) return false;
     const slot = sender.nextSlot();
     const buf = slot.small;
-    let pos = writeSectionHeader(buf, 0, QEMU_VM_SECTION_PART, RAM_SECTION_ID);
+    const opening = this.partBytes < 0;
+    let pos = opening ? writeSectionHeader(buf, 0, QEMU_VM_SECTION_PART, RAM_SECTION_ID) : 0;
     const start = pos;
     pos = this.fillBackground(buf, pos, buf.length - 13, recMax, slot);
-    if (pos === start) return true;
-    pos = writeEos(buf, pos);
-    pos = writeFooter(buf, pos, RAM_SECTION_ID);
+    if (pos === start && !this.map.allSent) return true; // nothing to send now (a part opened here was never sent)
+    if (opening) this.partBytes = 0;
+    this.partBytes += slot.bytes + (pos - start);
+    if (this.partBytes >= PART_BYTES || this.map.allSent) {
+      pos = writeEos(buf, pos);
+      pos = writeFooter(buf, pos, RAM_SECTION_ID);
+      this.partBytes = -1;
+    }
     slot.flushSmall(pos);
     this.stats.bytesMain += slot.bytes;
     sender.submit(slot);
