@@ -147,7 +147,9 @@ export async function runQemuPostcopy(opts: { memMiB?: number; reps?: number; lo
       } catch { sumsMatch = null; }
       const ram = info.ram ?? {};
       const r: QemuRun = {
-        rep, status: info.status, totalTimeMs: info['total-time'], // QEMU 7.2 sometimes reports the host uptime as the downtime of an immediate postcopy (qemu-criu.md §1b)
+        // QEMU 7.2 sometimes reports the host uptime as the downtime of an immediate postcopy (qemu-criu.md §1b),
+        // and now and then a total-time of 0 for a completed run: such a run's total is not counted (NaN).
+        rep, status: info.status, totalTimeMs: info['total-time'] > 0 ? info['total-time'] : NaN,
         downtimeMs: typeof info.downtime === 'number' && info.downtime <= info['total-time'] ? info.downtime : null, setupTimeMs: info['setup-time'] ?? null,
         transferredBytes: ram.transferred ?? null, mbps: ram.mbps ?? null, postcopyRequests: ram['postcopy-requests'] ?? null,
         dstBlocktimeMs: dinfo['postcopy-blocktime'] ?? null, wallMs, guestSumsMatch: sumsMatch,
