@@ -5,8 +5,10 @@
 // registered memory: placement is an ioctl and the daemon's own view of the memfd.
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { UmemDevice, PAGE_PRESENT } from '../umem-compat/index.js';
-import { Poller, eventfdRead } from '../uffd/events.js';
+import { UmemDevice, PAGE_PRESENT, PAGE_ABSENT } from '../umem-compat/index.js';
+import { Poller, eventfdRead, setNonBlocking } from '../uffd/events.js';
+import { gettidFn } from '../uffd/libc.js';
+import { wakeSignal } from '../uffd/wake-signal.js';
 import { addressOf } from '../uffd/memory.js';
 import { errnoName } from '../uffd/errors.js';
 import { DaemonError } from './errors.js';
@@ -55,6 +57,21 @@ export function runFaultWorker(d: FaultWorkerData): void {
   // [uffd, stop, nudge (pages placed by the stream worker while faults wait), urgent socket]
   const makePoller = (): Poller => new Poller(urgentFd >= 0 ? [d.uffd, d.stopFd, d.nudgeFd, urgentFd] : [d.uffd, d.stopFd, d.nudgeFd]);
   let poller = makePoller();
+  // Idle (no fault outstanding) the worker waits in read() on the uffd itself, as a C handler does: one
+  // system call per fault instead of poll + read. That needs the uffd blocking (then poll() on it answers
+  // POLLERR, so it is made non-blocking again whenever we poll), every other read non-blocking per call
+  // (RWF_NOWAIT), and a signal through which the session stops us or makes us look at the urgent socket.
+  const sig = wakeSignal();
+  const canWaitInRead = sig !== null && device.canWaitBlocking;
+  Atomics.store(stats.cells, C.faultTid, gettidFn());
+  Atomics.store(stats.cells, C.wakeSignal, sig ?? 0);
+  let uffdBlocking = false;
+  const setUffdBlocking = (blocking: boolean): void => {
+    if (blocking !== uffdBlocking) { setNonBlocking(d.uffd, !blocking); uffdBlocking = blocking; }
+  };
+  // Pages on the urgent channel that were never requested (the source's forward/backward prefault): more
+  // may follow while we would wait in read(), so from then on we wait in poll() (which sees the socket).
+  let unsolicited = false;
   // Receive buffer placed so that a CONTINUE PAGE record (8-byte header) at its start has its payload page
   // aligned: UFFDIO_COPY's copy_from_user (rep movsb) from a source 8 bytes off the destination's page
   // alignment ran ~10× slower here (4K aliasing). Payloads that land misaligned anyway go through `stage`.
@@ -133,6 +150,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
   /** Place one parsed urgent record and count it like PageSink does for the fault role. */
   const placeUrgent = (): void => {
     const page = parser.page;
+    if (state.get(page) === PAGE_ABSENT) unsolicited = true;
     let r: number;
     let zero = 0;
     if (parser.kind === URGENT_PAGE) {
@@ -182,8 +200,22 @@ export function runFaultWorker(d: FaultWorkerData): void {
 
   let readFaults = true; // first pass: whatever is already queued
   for (;;) {
-    poller.wait(outN > 0 ? 20 : -1);
-    if (poller.ready(1)) break; // stop eventfd
+    if (canWaitInRead && outN === 0 && urgentFd >= 0 && !unsolicited && !readFaults && device.stats.eagain === eagainSeen) {
+      setUffdBlocking(true);
+      Atomics.store(stats.cells, C.faultIdle, 1);
+      const n = Atomics.load(stats.cells, C.stop) ? 0 : device.waitPageRequestsBlocking();
+      Atomics.store(stats.cells, C.faultIdle, 0);
+      if (n > 0) {
+        poller.clear();
+        readFaults = true;
+      } else {
+        poller.wait(0); // the signal: stop, or bytes on the urgent socket; look at everything once
+      }
+    } else {
+      setUffdBlocking(false);
+      poller.wait(outN > 0 ? 20 : -1);
+    }
+    if (poller.ready(1) || Atomics.load(stats.cells, C.stop)) break; // stop
     if (poller.ready(2)) eventfdRead(d.nudgeFd);
     if (!urgentAdopted) {
       const fd = Atomics.load(stats.cells, C.urgentFd) - 1;
@@ -247,6 +279,7 @@ export function runFaultWorker(d: FaultWorkerData): void {
     }
     sweep();
   }
+  setUffdBlocking(false);
   device.close();
 }
 

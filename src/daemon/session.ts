@@ -14,7 +14,8 @@ import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
 import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
 import { encodeReturnPathShut } from '../protocol/index.js';
-import { sendNoWait } from './sockets.js';
+import { sendNoWait, bytesReadable } from './sockets.js';
+import { wakeThread } from '../uffd/wake-signal.js';
 import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon:session');
@@ -159,8 +160,11 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     eventfdWrite(nudgeFd, 1);
   });
 
-  // Progress, stall detection.
+  // Progress, stall detection; and bytes on the urgent socket while the fault worker waits in read() on the
+  // uffd (pages the source sent unasked): the wake signal makes it look.
   const timer = setInterval(() => {
+    const urgentFd = Atomics.load(stats.cells, C.urgentFd) - 1;
+    if (urgentFd >= 0 && Atomics.load(stats.cells, C.faultIdle) === 1 && bytesReadable(urgentFd) > 0) wakeFaultWorker(stats);
     const present = stats.present;
     opts.onProgress?.(present, total, stats);
     const now = Date.now();
@@ -180,10 +184,12 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   // SHUT is best effort and must never block this (the main) thread on a source that stopped reading.
   const sendReturn = (msg: Uint8Array): void => { sendNoWait(ch.returnFd, addressOf(msg), msg.length, ch.returnIsSocket); };
 
-  // Stop the fault worker (it may wait for the block list or in poll).
+  // Stop the fault worker (it may wait for the block list, in poll, or in read() on the uffd).
+  Atomics.store(stats.cells, C.stop, 1);
   Atomics.store(stats.cells, C.blocksBound, -1);
   Atomics.notify(stats.cells, C.blocksBound);
   eventfdWrite(stopFd, 1);
+  const faultStopped = faultWorker ? stopWaitingWorker(faultWorker, stats) : Promise.resolve(true);
   if (!result.ok) {
     const msg = result.error!.message;
     log('migration failed: %s', msg);
@@ -194,7 +200,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   } else {
     try { sendReturn(encodeReturnPathShut(0)); } catch { /* source gone */ }
   }
-  if (!(await waitExit(faultWorker, 3000))) await faultWorker!.terminate();
+  if (!(await faultStopped)) await faultWorker!.terminate();
   if (!faultWorker) await pair.fault.terminate();
   // The source closes after SHUT; if it does not, cut the stream so the blocked receive returns.
   if (!(await waitExit(streamWorker, result.ok ? 3000 : 1000))) {
@@ -218,4 +224,25 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   await client.close();
   ch.close();
   return { ok: result.ok, stats: s, error: result.error };
+}
+
+/** Send the fault worker its wake signal (it waits in read() on the uffd). */
+function wakeFaultWorker(stats: SharedStats): void {
+  const sig = Atomics.load(stats.cells, C.wakeSignal);
+  const tid = Atomics.load(stats.cells, C.faultTid);
+  if (sig > 0 && tid > 0) wakeThread(tid, sig);
+}
+
+/**
+ * After a stop request: until the fault worker exits (≤ 3 s), wake it whenever it sits in read() on the uffd
+ * — repeatedly, since it may have checked the stop flag just before it went in. True once it exited.
+ */
+async function stopWaitingWorker(worker: Worker, stats: SharedStats): Promise<boolean> {
+  let exited = false;
+  const done = waitExit(worker, 3000).then((ok) => { exited = ok; return ok; });
+  while (!exited) {
+    if (Atomics.load(stats.cells, C.faultIdle) === 1) wakeFaultWorker(stats);
+    if (await Promise.race([done, new Promise<null>((r) => setTimeout(() => r(null), 5))]) !== null) break;
+  }
+  return exited;
 }

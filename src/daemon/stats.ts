@@ -30,9 +30,14 @@ export const F = {
   pagesOnDemandInline: 20,
 } as const;
 const FIELDS = 24;
-/** Int32 cells after the Float64 fields: [pages present (Atomics), blocks bound flag, faults outstanding, urgent fd + 1 (0: none yet)]. */
-export const C = { present: 0, blocksBound: 1, outstanding: 2, urgentFd: 3 } as const;
-const CELLS = 4;
+/**
+ * Int32 cells after the Float64 fields: pages present (Atomics), blocks bound flag, faults outstanding, urgent
+ * fd + 1 (0: none yet); the fault worker's thread id, its wake signal (0: none) and whether it waits in
+ * read() on the uffd (the session then stops it, or makes it look at its urgent socket, with that signal);
+ * stop requested.
+ */
+export const C = { present: 0, blocksBound: 1, outstanding: 2, urgentFd: 3, faultTid: 4, wakeSignal: 5, faultIdle: 6, stop: 7 } as const;
+const CELLS = 8;
 export const HIST_BUCKETS = 1024;
 
 export function latencyBucket(us: number): number {

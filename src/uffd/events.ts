@@ -6,6 +6,7 @@ import {
   EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE, POLLIN, POLLFD_SIZE, POLLERR, POLLHUP, POLLNVAL, O_NONBLOCK,
 } from './abi.js';
 import { errno, readFn, writeFn, pollFn, closeFn, libc } from './libc.js';
+import { addressOf } from './memory.js';
 import { Errno, SyscallError, UffdError, uffdError } from './errors.js';
 
 const TWO32 = 4294967296;
@@ -23,6 +24,22 @@ export type UffdEvent =
 export {
   UFFD_EVENT_PAGEFAULT, UFFD_EVENT_FORK, UFFD_EVENT_REMAP, UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP,
 };
+
+const preadv2Fn = libc.func('preadv2', 'intptr_t', ['int', 'uintptr_t', 'int', 'int64_t', 'int']) as (
+  fd: number, iov: number, n: number, offset: number, flags: number) => number;
+const RWF_NOWAIT = 0x8;
+
+/**
+ * Does this uffd take per-call non-blocking reads (preadv2 RWF_NOWAIT; the file needs FMODE_NOWAIT)? Probed
+ * with a 1-byte read, which consumes nothing: EINVAL (too short for a message) = yes, EOPNOTSUPP = no.
+ */
+function takesNoWait(fd: number, iov: Buffer): boolean {
+  const probe = Buffer.alloc(16);
+  probe.writeBigUInt64LE(iov.readBigUInt64LE(0), 0); // same buffer, 1 byte
+  probe.writeBigUInt64LE(1n, 8);
+  const r = preadv2Fn(fd, addressOf(probe), 1, -1, RWF_NOWAIT);
+  return r < 0 && errno() === Errno.EINVAL;
+}
 
 /**
  * Batch reader over a userfaultfd. `read()` fills the buffer with up to `capacity` messages; the accessors
@@ -49,11 +66,40 @@ export class UffdEventReader {
     this.buffer = Buffer.from(ab);
     this.u8 = new Uint8Array(ab);
     this.u32 = new Uint32Array(ab);
+    this.iov = Buffer.alloc(16);
+    this.iov.writeBigUInt64LE(BigInt(addressOf(this.buffer)), 0);
+    this.iov.writeBigUInt64LE(BigInt(this.buffer.length), 8);
+    this.iovAddr = addressOf(this.iov);
+    this.nowait = takesNoWait(fd, this.iov);
   }
 
-  /** Read pending messages; returns their count (0 on EAGAIN/EINTR). Throws only on a real error (EBADF...). */
+  private readonly iov: Buffer;
+  private readonly iovAddr: number;
+  private readonly nowait: boolean;
+
+  /**
+   * Read pending messages without ever waiting; returns their count (0 on EAGAIN/EINTR). Throws only on a
+   * real error (EBADF...). Where the kernel takes RWF_NOWAIT on a uffd (6.x) this holds even on a blocking fd.
+   */
   read(): number {
-    const n = readFn(this.fd, this.buffer, this.buffer.length);
+    if (this.nowait) return this.finish(preadv2Fn(this.fd, this.iovAddr, 1, -1, RWF_NOWAIT));
+    return this.finish(readFn(this.fd, this.buffer, this.buffer.length));
+  }
+
+  /**
+   * Wait for messages (the fd must be blocking, and then poll() on it no longer works: see the class
+   * comment); returns their count, 0 when a signal interrupted the wait.
+   */
+  readBlocking(): number {
+    return this.finish(readFn(this.fd, this.buffer, this.buffer.length));
+  }
+
+  /** Does read() stay non-blocking on a blocking fd (RWF_NOWAIT)? Needed before making the fd blocking. */
+  get readsWithoutWaiting(): boolean {
+    return this.nowait;
+  }
+
+  private finish(n: number): number {
     if (n < 0) {
       const e = errno();
       this.count = 0;
@@ -235,6 +281,11 @@ export class Poller {
       throw new SyscallError('poll', e);
     }
     return r;
+  }
+
+  /** Forget the last wait()'s results (when the caller skips a wait). */
+  clear(): void {
+    for (let k = 0; k < this.fds.length; k++) this.i16[k * 4 + 3] = 0;
   }
 
   /** revents of the k-th fd after wait(). */

@@ -8,4 +8,5 @@ export * from './memory.js';
 export * from './fdpass.js';
 export { libc, errno, strerror, koffi } from './libc.js';
 export * from './pidfd.js';
+export * from './wake-signal.js';
 export * from './fault-server.js';

@@ -349,6 +349,23 @@ export class UmemDevice {
     return n;
   }
 
+  /** Can this device's uffd be made blocking for waitPageRequestsBlocking() (its other reads never wait)? */
+  get canWaitBlocking(): boolean {
+    return this.reader?.readsWithoutWaiting ?? false;
+  }
+
+  /**
+   * Wait in read() itself for the next page requests (one system call per wake-up; the uffd must have been
+   * made blocking, which only a reader whose read() never waits allows: see UffdEventReader). Returns the
+   * requests now queued for getPageRequestsInto(); 0 when a signal interrupted the wait.
+   */
+  waitPageRequestsBlocking(): number {
+    const rd = this.reader;
+    this.checkReader('waitPageRequestsBlocking');
+    if (this.ringLen === 0 && rd !== null) this.take(rd, rd.readBlocking());
+    return this.ringLen;
+  }
+
   /** Pending page requests (allocates). `timeoutMs`: 0 = don't wait (default), -1 = until one arrives. */
   getPageRequests(max = 64, timeoutMs = 0): number[] {
     this.checkReader('getPageRequests');
@@ -604,24 +621,29 @@ export class UmemDevice {
     for (;;) {
       const n = rd.read();
       if (n === 0) return;
-      for (let i = 0; i < n; i++) {
-        if (rd.kind(i) === UFFD_EVENT_PAGEFAULT) {
-          const page = this.table.pageOfAddress(rd.address(i));
-          if (page < 0) {
-            // Not ours: a stale table. Wake it so the thread refaults instead of hanging here unseen.
-            this.stats.strayFaults++;
-            const a = rd.address(i);
-            this.uffd.wakeRaw(a - (a % this.pageSize), this.pageSize);
-            continue;
-          }
-          this.push(page);
-        } else {
-          this.stats.events++;
-          if (this.onEvent) this.onEvent(rd.event(i));
-          else if (rd.kind(i) === UFFD_EVENT_FORK) closeFd(rd.forkUfd(i));
-        }
-      }
+      this.take(rd, n);
       if (n < rd.capacity) return;
+    }
+  }
+
+  /** Queue the page requests among the n messages just read; other events go to onEvent. */
+  private take(rd: UffdEventReader, n: number): void {
+    for (let i = 0; i < n; i++) {
+      if (rd.kind(i) === UFFD_EVENT_PAGEFAULT) {
+        const page = this.table.pageOfAddress(rd.address(i));
+        if (page < 0) {
+          // Not ours: a stale table. Wake it so the thread refaults instead of hanging here unseen.
+          this.stats.strayFaults++;
+          const a = rd.address(i);
+          this.uffd.wakeRaw(a - (a % this.pageSize), this.pageSize);
+          continue;
+        }
+        this.push(page);
+      } else {
+        this.stats.events++;
+        if (this.onEvent) this.onEvent(rd.event(i));
+        else if (rd.kind(i) === UFFD_EVENT_FORK) closeFd(rd.forkUfd(i));
+      }
     }
   }
 

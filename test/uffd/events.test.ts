@@ -83,3 +83,14 @@ test('eventfd + Poller: readiness, counter, timeout', (t) => {
   t.true(Date.now() - t0 >= 25, 'waited for the timeout');
   closeFd(efd); u.close();
 });
+
+test('a blocking uffd: read() still never waits (RWF_NOWAIT), readBlocking() waits until the wake signal interrupts it', async (t) => {
+  const r = await runInChild(new URL('./children/wait-in-read.js', import.meta.url).href, 'waitInRead', undefined, { timeoutMs: 15000 });
+  t.true(r.ok, r.summary);
+  const res = r.result as { skipped?: string; nowaitMs: number; nowaitCount: number; interrupted?: { n: number; ms: number }; signal: number | null };
+  if (res.skipped) { t.log(`skipped: ${res.skipped}`); t.pass(); return; }
+  t.is(res.nowaitCount, 0);
+  t.true(res.nowaitMs < 100, `read() took ${res.nowaitMs} ms`);
+  t.is(res.interrupted?.n, 0, 'interrupted wait returns 0 messages');
+  t.true((res.interrupted?.ms ?? 0) >= 100, `the wait lasted until the signal (${res.interrupted?.ms} ms)`);
+});
