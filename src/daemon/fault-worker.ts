@@ -1,5 +1,5 @@
-// Fault worker (DESIGN §3): one synchronous loop per userfaultfd. poll([uffd, urgent socket, stop eventfd])
-// → batch-read faults (umem-compat getPageRequestsInto) → skip pages present or already requested (shared
+// Fault worker (DESIGN §3): one synchronous loop per userfaultfd. Wait — in read() on the uffd when no fault
+// is outstanding, else poll([uffd, stop, nudge, urgent socket]) — → batch-read faults (umem-compat getPageRequestsInto) → skip pages present or already requested (shared
 // page state) → merged REQ_PAGES(_ID) on the urgent connection (blocking send) → urgent pages in (ram v4
 // records) → placed through umem-compat (which wakes the faulting threads). This thread never touches the
 // registered memory: placement is an ioctl and the daemon's own view of the memfd.
