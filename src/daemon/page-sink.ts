@@ -46,6 +46,8 @@ export class PageSink {
   private readonly zeroField: number;
   private readonly dupField: number;
   private readonly eagainField: number;
+  /** Pages placed so far that a fault had requested (the fault worker wants to hear of those at once). */
+  requestedPlaced = 0;
   /** Background sink: pages the fault worker requested count as on demand even when they arrive here. */
   private readonly reclassifyRequested: boolean;
 
@@ -200,6 +202,7 @@ export class PageSink {
     v[this.placedField] += placed;
     // A requested page that someone else placed first shows up as a duplicate, so at most `placed` of them.
     const onDemand = Math.min(requested, placed);
+    this.requestedPlaced += requested;
     v[F.pagesOnDemandInline] += onDemand;
     v[this.pagesField] += placed - onDemand;
     v[this.dupField] += n - placed;

@@ -96,6 +96,7 @@ export function runStreamWorker(d: StreamWorkerData): void {
 
   const ingest = new StreamIngest(decoder, sink, buf, ps, handle);
   const receiver = new MainReceiver(d.mainFd, d.mainIsSocket, ingest, buf, ps);
+  let requestedSeen = 0;
 
   try {
     for (;;) {
@@ -115,8 +116,12 @@ export function runStreamWorker(d: StreamWorkerData): void {
       }
       v[F.bytesMain] += r;
       sink.flush();
-      // Faults waiting on the fault worker may have just been served by this chunk: let it notice now.
-      if (Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
+      // A page a fault waits for may have just been placed (the placement woke the faulting thread): let the
+      // fault worker account for it now. Only then: a wake-up per receive would cost a CPU the stream needs.
+      if (sink.requestedPlaced !== requestedSeen) {
+        requestedSeen = sink.requestedPlaced;
+        if (Atomics.load(stats.cells, C.outstanding) > 0) eventfdWrite(d.nudgeFd, 1);
+      }
     }
   } finally {
     device.close();
