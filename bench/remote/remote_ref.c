@@ -15,7 +15,11 @@
  *                                               (--memory anon: private anonymous memory, the uffd alone)
  *                                               (team MIGRATION.md handshake), touching starts when the state
  *                                               blob arrives; waits for "complete", verifies every page.
- *   remote_ref tcp-recv -p PORT -s BYTES        raw loopback TCP ceiling: receive BYTES (4 MiB recv buffer).
+ *   remote_ref tcp-recv -p PORT -s BYTES [--place]
+ *                                               raw loopback TCP ceiling: receive BYTES (4 MiB recv buffer);
+ *                                               --place: the same bytes received 1 MiB at a time, each MiB
+ *                                               placed with one UFFDIO_COPY into fresh anonymous memory
+ *                                               (the least a post-copy receiver does).
  *   remote_ref tcp-send -p PORT -s BYTES        send BYTES from a prefilled image in 1 MiB writes.
  *
  * Each measuring role prints one JSON line on stdout. Times are CLOCK_MONOTONIC, which Node's
@@ -169,6 +173,7 @@ struct opts {
   const char *order, *control;
   int timeout_s, sample_ms;
   int anon; /* attach: anonymous private memory (only the uffd is handed over) instead of a shared memfd */
+  int place; /* tcp-recv: place every MiB received with UFFDIO_COPY into fresh anonymous memory */
 };
 
 static uint64_t parse_size(const char *s) {
@@ -191,6 +196,7 @@ static struct opts parse(int argc, char **argv) {
     else if (!strcmp(a, "--control")) o.control = v, i++;
     else if (!strcmp(a, "--timeout")) o.timeout_s = atoi(v), i++;
     else if (!strcmp(a, "--sample-ms")) o.sample_ms = atoi(v), i++;
+    else if (!strcmp(a, "--place")) o.place = 1;
     else if (!strcmp(a, "--memory")) {
       if (strcmp(v, "anon") && strcmp(v, "memfd")) { fprintf(stderr, "remote_ref: --memory anon|memfd\n"); exit(2); }
       o.anon = !strcmp(v, "anon"), i++;
@@ -503,6 +509,22 @@ static int run_tcp_recv(const struct opts *o) {
   size_t cap = 4 << 20;
   uint8_t *buf = malloc(cap);
   uint64_t got = 0;
+  if (o->place) {
+    /* The least any post-copy receiver must do: receive 1 MiB, place it with one UFFDIO_COPY into fresh
+       anonymous memory registered MISSING (no record headers, no protocol, no page requests). */
+    uint8_t *mem = mmap(NULL, o->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) die("mmap");
+    int u = open_uffd(0, 0);
+    register_missing(u, mem, o->size);
+    const size_t chunk = 1 << 20;
+    while (got < o->size) {
+      size_t want = o->size - got < chunk ? o->size - got : chunk;
+      if (recv_all(s, buf, want) < 0) die("recv");
+      struct uffdio_copy c = { .dst = (uintptr_t)mem + got, .src = (uintptr_t)buf, .len = want };
+      if (ioctl(u, UFFDIO_COPY, &c) < 0) die("UFFDIO_COPY");
+      got += want;
+    }
+  }
   while (got < o->size) {
     ssize_t k = recv(s, buf, cap, 0);
     if (k < 0 && errno == EINTR) continue;
@@ -510,8 +532,8 @@ static int run_tcp_recv(const struct opts *o) {
     got += (uint64_t)k;
   }
   uint64_t t1 = now_ns();
-  printf("{\"impl\":\"raw-tcp\",\"bytes\":%llu,\"ms\":%.3f,\"GBps\":%.3f}\n", (unsigned long long)got, (double)(t1 - t0) / 1e6,
-         (double)got / (double)(t1 - t0));
+  printf("{\"impl\":\"%s\",\"bytes\":%llu,\"ms\":%.3f,\"GBps\":%.3f}\n", o->place ? "tcp-recv-copy" : "raw-tcp",
+         (unsigned long long)got, (double)(t1 - t0) / 1e6, (double)got / (double)(t1 - t0));
   return 0;
 }
 
