@@ -8,7 +8,7 @@ import { ControlServer, type ControlClient } from './control.js';
 import { MigrationListener, parseListenSpec, type MigrationChannels } from './listener.js';
 import { runSession, type SessionResult } from './session.js';
 import { formatSummary, F, type MigrationStats } from './stats.js';
-import { spawnWorkerPair, type WorkerPair } from './worker-common.js';
+import { spawnWorkerPair, retireWorker, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon');
 
@@ -138,7 +138,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     } finally {
       listener.close();
       control.close();
-      if (workers) { await workers.fault.terminate(); await workers.stream.terminate(); }
+      if (workers) await Promise.all([retireWorker(workers.fault), retireWorker(workers.stream)]);
     }
     process.off('uncaughtException', onCrash);
     process.off('unhandledRejection', onCrash);

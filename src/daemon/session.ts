@@ -16,7 +16,7 @@ import type { MigrationChannels } from './listener.js';
 import { encodeReturnPathShut } from '../protocol/index.js';
 import { sendNoWait, bytesReadable } from './sockets.js';
 import { wakeThread } from '../uffd/wake-signal.js';
-import { STATE_SECTION, spawnWorkerPair, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
+import { STATE_SECTION, spawnWorkerPair, retireWorker, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
 const log = createDebug('postcopy:daemon:session');
 
@@ -201,7 +201,7 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     try { sendReturn(encodeReturnPathShut(0)); } catch { /* source gone */ }
   }
   if (!(await faultStopped)) await faultWorker!.terminate();
-  if (!faultWorker) await pair.fault.terminate();
+  if (!faultWorker) await retireWorker(pair.fault);
   // The source closes after SHUT; if it does not, cut the stream so the blocked receive returns.
   if (!(await waitExit(streamWorker, result.ok ? 3000 : 1000))) {
     ch.interrupt();

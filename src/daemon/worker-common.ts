@@ -84,13 +84,31 @@ export function workerError(e: unknown): WorkerMessage {
 export function serveWorkerJob<T>(role: string, run: (job: T) => void): void {
   const port = parentPort;
   if (!port || (workerData as { role?: string } | null)?.role !== role) return;
-  port.once('message', (job: T) => {
+  port.once('message', (job: T | typeof RETIRE) => {
+    if ((job as typeof RETIRE).retire === true) { port.close(); return; }
     try {
-      run(job);
+      run(job as T);
       port.postMessage({ type: 'done' } satisfies WorkerMessage);
     } catch (e) {
       port.postMessage(workerError(e));
     }
     port.close();
   });
+}
+
+/** The message that tells a pre-spawned worker it will get no job: it ends by itself once loaded. */
+export const RETIRE = { retire: true } as const;
+
+/**
+ * End a pre-spawned worker that got no job. Never terminate() it outright: a worker still loading its
+ * modules may be inside a koffi call, and terminating it there aborts the whole process (koffi's napi_throw
+ * FatalError). It ends by itself once loaded; terminate() only if it has not within `ms`.
+ */
+export async function retireWorker(w: import('node:worker_threads').Worker, ms = 3000): Promise<void> {
+  const exited = new Promise<boolean>((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    w.once('exit', () => { clearTimeout(t); resolve(true); });
+  });
+  try { w.postMessage(RETIRE); } catch { /* already gone */ }
+  if (!(await exited)) await w.terminate();
 }

@@ -183,7 +183,9 @@ export class BatchSender {
       this.stopped = true;
       Atomics.store(this.ctrl, STOP, 1);
       this.wakeAll();
-      if (!this.started) void this.worker.terminate();
+      // Never terminate() it: still loading, it may be inside a koffi call, where terminating aborts the
+      // process. Told there is no socket, it ends by itself.
+      if (!this.started) this.worker.postMessage({ fd: -1 });
     }
     return settleWithin(this.exited, 2000);
   }
@@ -214,6 +216,7 @@ function runSender(sab: SharedArrayBuffer, layout: Layout): void {
   Atomics.store(ctrl, READY, 1);
 
   parentPort!.once('message', (m: { fd: number }) => {
+    if (m.fd < 0) { parentPort!.close(); return; } // stopped before it started
     const fd = fcntl(m.fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) { Atomics.store(ctrl, ERRNO, errno() || -1); Atomics.notify(ctrl, COMPLETED); parentPort!.close(); return; }
     const pfd = Buffer.alloc(8);
