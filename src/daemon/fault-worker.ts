@@ -1,8 +1,9 @@
-// Fault worker (DESIGN §3): one synchronous loop per userfaultfd. Wait — in read() on the uffd when no fault
-// is outstanding, else poll([uffd, stop, nudge, urgent socket]) — → batch-read faults (umem-compat getPageRequestsInto) → skip pages present or already requested (shared
-// page state) → merged REQ_PAGES(_ID) on the urgent connection (blocking send) → urgent pages in (ram v4
-// records) → placed through umem-compat (which wakes the faulting threads). This thread never touches the
-// registered memory: placement is an ioctl and the daemon's own view of the memfd.
+// Fault worker (DESIGN §3): one synchronous loop per userfaultfd. Wait (in read() on the uffd when no fault
+// is outstanding, else poll([uffd, stop, nudge, urgent socket])) → batch-read faults (umem-compat
+// getPageRequestsInto) → skip pages present or already requested (shared page state) → merged
+// REQ_PAGES(_ID) on the urgent connection (blocking send) → urgent pages in (ram v4 records) → placed
+// through umem-compat (which wakes the faulting threads). This thread never touches the registered memory:
+// placement is an ioctl and the daemon's own view of the memfd.
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { UmemDevice, PAGE_PRESENT, PAGE_ABSENT } from '../umem-compat/index.js';
