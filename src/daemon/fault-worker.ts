@@ -70,8 +70,9 @@ export function runFaultWorker(d: FaultWorkerData): void {
   const setUffdBlocking = (blocking: boolean): void => {
     if (blocking !== uffdBlocking) { setNonBlocking(d.uffd, !blocking); uffdBlocking = blocking; }
   };
-  // Pages on the urgent channel that were never requested (the source's forward/backward prefault): more
-  // may follow while we would wait in read(), so from then on we wait in poll() (which sees the socket).
+  // Pages on the urgent channel that were never requested (the source's forward/backward prefault) — more
+  // may follow while we would wait in read() — or more waiting faults than we track: from then on we wait
+  // in poll() (which sees the socket).
   let unsolicited = false;
   // Receive buffer placed so that a CONTINUE PAGE record (8-byte header) at its start has its payload page
   // aligned: UFFDIO_COPY's copy_from_user (rep movsb) from a source 8 bytes off the destination's page
@@ -200,88 +201,99 @@ export function runFaultWorker(d: FaultWorkerData): void {
   };
 
   let readFaults = true; // first pass: whatever is already queued
-  for (;;) {
-    if (canWaitInRead && outN === 0 && urgentFd >= 0 && !unsolicited && !readFaults && device.stats.eagain === eagainSeen) {
-      setUffdBlocking(true);
-      Atomics.store(stats.cells, C.faultIdle, 1);
-      const n = Atomics.load(stats.cells, C.stop) ? 0 : device.waitPageRequestsBlocking();
-      Atomics.store(stats.cells, C.faultIdle, 0);
-      if (n > 0) {
-        poller.clear();
-        readFaults = true;
-      } else {
-        poller.wait(0); // the signal: stop, or bytes on the urgent socket; look at everything once
-      }
-    } else {
-      setUffdBlocking(false);
-      poller.wait(outN > 0 ? 20 : -1);
-    }
-    if (poller.ready(1) || Atomics.load(stats.cells, C.stop)) break; // stop
-    if (poller.ready(2)) eventfdRead(d.nudgeFd);
-    if (!urgentAdopted) {
-      const fd = Atomics.load(stats.cells, C.urgentFd) - 1;
-      if (fd >= 0) {
-        urgentAdopted = true;
-        setBlocking(fd, true);
-        urgentFd = requestFd = fd;
-        requestIsSocket = true;
-        poller = makePoller();
-        readFaults = true;
-      }
-    }
-    // 1. faults: read the uffd only when poll says so (or a placement's EAGAIN drained it into the ring), and
-    // again only while reads come back full — no EAGAIN read per wake-up.
-    const eagain = device.stats.eagain;
-    if (eagain !== eagainSeen) { eagainSeen = eagain; readFaults = true; }
-    let nreq = 0;
-    if (readFaults || poller.ready(0)) {
-      readFaults = false;
-      let n: number;
-      do {
-        n = device.getPageRequestsInto(pages);
-        if (n === 0) break;
-        const now = performance.now();
-        for (let i = 0; i < n; i++) {
-          const page = pages[i];
-          v[F.faults]++;
-          if (state.get(page) === PAGE_PRESENT) {
-            // Placed between the fault and now (the placement woke it, or will): make sure it is awake.
-            v[F.faultsOnPresent]++;
-            device.uffd.wakeRaw(device.guestAddress(page), ps);
-            continue;
-          }
-          let known = false;
-          for (let k = 0; k < outN; k++) if (outPage[k] === page) { known = true; break; }
-          if (!known && outN < MAX_OUTSTANDING) {
-            if (outN === 0) blockedSince = now;
-            outPage[outN] = page; outT0[outN] = now; outWall[outN] = wallOrigin + now; outN++;
-            if (v[F.oldestOutstandingMs] === 0) v[F.oldestOutstandingMs] = outWall[outN - 1];
-            Atomics.store(stats.cells, C.outstanding, outN);
-          }
-          if (state.tryRequest(page)) {
-            toRequest[nreq++] = page;
-            if (nreq === toRequest.length) { sendRequests(nreq); nreq = 0; }
-          }
+  try {
+    for (;;) {
+      // A placement's EAGAIN made umem-compat read the uffd: faults may sit in its ring, which no wait sees.
+      const eagain = device.stats.eagain;
+      if (eagain !== eagainSeen) { eagainSeen = eagain; readFaults = true; }
+      const queued = readFaults || device.queuedPageRequests > 0;
+      if (canWaitInRead && outN === 0 && urgentFd >= 0 && !unsolicited && !queued) {
+        setUffdBlocking(true);
+        Atomics.store(stats.cells, C.faultIdle, 1);
+        let n = 0;
+        try {
+          if (!Atomics.load(stats.cells, C.stop)) n = device.waitPageRequestsBlocking();
+        } finally {
+          Atomics.store(stats.cells, C.faultIdle, 0);
         }
-      } while (n === pages.length);
-    }
-    if (nreq > 0) sendRequests(nreq);
-    // 2. urgent pages: when poll said so, or right after sending requests (on one vCPU the source usually
-    // answered while we were preempted in send(): one non-blocking recv instead of another poll).
-    if (urgentFd >= 0 && (poller.ready(3) || nreq > 0)) {
-      if (!serviceUrgent()) {
-        // The source closed its urgent channel (normal at the end); keep serving faults through the main
-        // stream: requests go back to its return path.
-        urgentFd = -1;
-        requestFd = d.requestFd;
-        requestIsSocket = d.requestIsSocket;
-        poller = makePoller();
+        if (n > 0) {
+          poller.clear();
+          readFaults = true;
+        } else {
+          poller.wait(0); // the signal: stop, or input on the urgent socket; look at everything once
+        }
+      } else {
+        setUffdBlocking(false);
+        poller.wait(queued ? 0 : outN > 0 ? 20 : -1);
+        if (queued) readFaults = true;
       }
+      if (poller.ready(1) || Atomics.load(stats.cells, C.stop)) break; // stop
+      if (poller.ready(2)) eventfdRead(d.nudgeFd);
+      if (!urgentAdopted) {
+        const fd = Atomics.load(stats.cells, C.urgentFd) - 1;
+        if (fd >= 0) {
+          urgentAdopted = true;
+          setBlocking(fd, true);
+          urgentFd = requestFd = fd;
+          requestIsSocket = true;
+          poller = makePoller();
+          readFaults = true;
+        }
+      }
+      // 1. faults: read the uffd only when poll says so (or a placement's EAGAIN drained it into the ring), and
+      // again only while reads come back full — no EAGAIN read per wake-up.
+      let nreq = 0;
+      if (readFaults || poller.ready(0)) {
+        readFaults = false;
+        let n: number;
+        do {
+          n = device.getPageRequestsInto(pages);
+          if (n === 0) break;
+          const now = performance.now();
+          for (let i = 0; i < n; i++) {
+            const page = pages[i];
+            v[F.faults]++;
+            if (state.get(page) === PAGE_PRESENT) {
+              // Placed between the fault and now (the placement woke it, or will): make sure it is awake.
+              v[F.faultsOnPresent]++;
+              device.uffd.wakeRaw(device.guestAddress(page), ps);
+              continue;
+            }
+            let known = false;
+            for (let k = 0; k < outN; k++) if (outPage[k] === page) { known = true; break; }
+            if (!known && outN === MAX_OUTSTANDING) unsolicited = true; // untracked waiters: keep polling
+            if (!known && outN < MAX_OUTSTANDING) {
+              if (outN === 0) blockedSince = now;
+              outPage[outN] = page; outT0[outN] = now; outWall[outN] = wallOrigin + now; outN++;
+              if (v[F.oldestOutstandingMs] === 0) v[F.oldestOutstandingMs] = outWall[outN - 1];
+              Atomics.store(stats.cells, C.outstanding, outN);
+            }
+            if (state.tryRequest(page)) {
+              toRequest[nreq++] = page;
+              if (nreq === toRequest.length) { sendRequests(nreq); nreq = 0; }
+            }
+          }
+        } while (n === pages.length);
+      }
+      if (nreq > 0) sendRequests(nreq);
+      // 2. urgent pages: when poll said so, or right after sending requests (on one vCPU the source usually
+      // answered while we were preempted in send(): one non-blocking recv instead of another poll).
+      if (urgentFd >= 0 && (poller.ready(3) || nreq > 0)) {
+        if (!serviceUrgent()) {
+          // The source closed its urgent channel (normal at the end); keep serving faults through the main
+          // stream: requests go back to its return path.
+          urgentFd = -1;
+          requestFd = d.requestFd;
+          requestIsSocket = d.requestIsSocket;
+          poller = makePoller();
+        }
+      }
+      sweep();
     }
-    sweep();
+  } finally {
+    setUffdBlocking(false); // the open file is shared with the process and the session's device
+    device.close();
   }
-  setUffdBlocking(false);
-  device.close();
 }
 
 // Spawned ahead of time (modules and koffi loaded), the worker waits for its job: starting a thread is

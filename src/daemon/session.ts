@@ -14,7 +14,7 @@ import { F, C, SharedStats, snapshot, type MigrationStats } from './stats.js';
 import type { ControlClient } from './control.js';
 import type { MigrationChannels } from './listener.js';
 import { encodeReturnPathShut } from '../protocol/index.js';
-import { sendNoWait, bytesReadable } from './sockets.js';
+import { sendNoWait, hasInput } from './sockets.js';
 import { wakeThread } from '../uffd/wake-signal.js';
 import { STATE_SECTION, spawnWorkerPair, retireWorker, type FaultWorkerData, type StreamWorkerData, type WorkerMessage, type WorkerShared, type WorkerPair } from './worker-common.js';
 
@@ -160,11 +160,11 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     eventfdWrite(nudgeFd, 1);
   });
 
-  // Progress, stall detection; and bytes on the urgent socket while the fault worker waits in read() on the
-  // uffd (pages the source sent unasked): the wake signal makes it look.
+  // Progress, stall detection; and input on the urgent socket while the fault worker waits in read() on the
+  // uffd (pages the source sent unasked, or its EOF): the wake signal makes it look.
   const timer = setInterval(() => {
     const urgentFd = Atomics.load(stats.cells, C.urgentFd) - 1;
-    if (urgentFd >= 0 && Atomics.load(stats.cells, C.faultIdle) === 1 && bytesReadable(urgentFd) > 0) wakeFaultWorker(stats);
+    if (urgentFd >= 0 && Atomics.load(stats.cells, C.faultIdle) === 1 && hasInput(urgentFd)) wakeFaultWorker(stats);
     const present = stats.present;
     opts.onProgress?.(present, total, stats);
     const now = Date.now();
@@ -200,7 +200,12 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
   } else {
     try { sendReturn(encodeReturnPathShut(0)); } catch { /* source gone */ }
   }
-  if (!(await faultStopped)) await faultWorker!.terminate();
+  if (!(await faultStopped)) {
+    // Still in a system call after 3 s of wake signals (it should never be): terminate() completes only
+    // when that call returns, so do not wait for it.
+    log('fault worker did not stop within 3 s; leaving it');
+    void faultWorker!.terminate();
+  }
   if (!faultWorker) await retireWorker(pair.fault);
   // The source closes after SHUT; if it does not, cut the stream so the blocked receive returns.
   if (!(await waitExit(streamWorker, result.ok ? 3000 : 1000))) {

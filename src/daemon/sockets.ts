@@ -1,6 +1,7 @@
 // Raw socket/pipe calls the daemon's worker threads make on fds they own (never through libuv, which
 // would read ahead into its own buffers). Addresses are Numbers so the hot loops allocate nothing.
-import { libc, errno, readAt, writeAt, ioctlPtr } from '../uffd/libc.js';
+import { libc, errno, readAt, writeAt } from '../uffd/libc.js';
+import { addressOf } from '../uffd/memory.js';
 import { SyscallError } from '../uffd/errors.js';
 import { setNonBlocking } from '../uffd/events.js';
 import { O_CLOEXEC } from '../uffd/abi.js';
@@ -11,8 +12,9 @@ const shutdownFn = libc.func('int shutdown(int fd, int how)') as (fd: number, ho
 const fcntlFn = libc.func('int fcntl(int fd, int cmd, int arg)') as (fd: number, cmd: number, arg: number) => number;
 const pipe2Fn = libc.func('int pipe2(_Out_ int *fds, int flags)');
 const setsockoptFn = libc.func('int setsockopt(int fd, int level, int name, void *val, uint32_t len)');
-const FIONREAD = 0x541b;
-const countBuf = Buffer.alloc(4);
+const MSG_PEEK = 0x2;
+const peekBuf = Buffer.alloc(1);
+const peekAddr = addressOf(peekBuf);
 
 export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
@@ -65,9 +67,9 @@ export function sendNoWait(fd: number, addr: number, len: number, isSocket: bool
   }
 }
 
-/** Bytes waiting to be read on a socket (FIONREAD; 0 on error). Reads nothing. */
-export function bytesReadable(fd: number): number {
-  return ioctlPtr(fd, FIONREAD, countBuf) === 0 ? countBuf.readInt32LE(0) : 0;
+/** Would a read of this socket return at once (bytes waiting, or the peer's EOF)? Consumes nothing. */
+export function hasInput(fd: number): boolean {
+  return recvFn(fd, peekAddr, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
 }
 
 export function shutdownFd(fd: number, how = SHUT_RDWR): void {

@@ -105,6 +105,7 @@ export const RETIRE = { retire: true } as const;
  * FatalError). It ends by itself once loaded; terminate() only if it has not within `ms`.
  */
 export async function retireWorker(w: import('node:worker_threads').Worker, ms = 3000): Promise<void> {
+  if (w.threadId < 0) return; // already gone
   const exited = new Promise<boolean>((resolve) => {
     const t = setTimeout(() => resolve(false), ms);
     w.once('exit', () => { clearTimeout(t); resolve(true); });

@@ -18,29 +18,31 @@ const rtmaxFn = libc.func('__libc_current_sigrtmax', 'int', []) as () => number;
 const SIGACTION_SIZE = 152;
 const SA_FLAGS_OFFSET = 136;
 const SIG_DFL = 0;
+const SA_RESTART = 0x10000000;
 
-let installed: number | null | undefined;
+let installed: number | null = null;
 
 /**
- * The wake signal's number, installing its handler on first use; null when it cannot be had (another
- * handler already owns it, or sigaction failed): callers then keep a poll()-based wait.
+ * The wake signal's number, installing its handler on first use and checking it is still ours on every
+ * call; null when it cannot be had (another handler owns it, or sigaction failed): callers then keep a
+ * poll()-based wait.
  */
 export function wakeSignal(): number | null {
-  if (installed !== undefined) return installed;
-  installed = null;
   const sig = rtmaxFn() - 3;
+  const handler = dlsymFn(0 /* RTLD_DEFAULT */, 'getpid');
   const old = Buffer.alloc(SIGACTION_SIZE);
-  if (sigactionFn(sig, 0, addressOf(old)) !== 0) {
-    log('sigaction(%d) query failed: errno %d', sig, errno());
+  if (!handler || sigactionFn(sig, 0, addressOf(old)) !== 0) {
+    log('signal %d: no handler address or sigaction query failed (errno %d)', sig, errno());
     return null;
   }
   const current = old.readBigUInt64LE(0);
-  const handler = dlsymFn(0 /* RTLD_DEFAULT */, 'getpid');
+  const flags = old.readInt32LE(SA_FLAGS_OFFSET);
+  // Checked on every call (once per worker): someone may have taken the signal since, or added SA_RESTART.
+  if (installed === sig && current === BigInt(handler) && (flags & SA_RESTART) === 0) return sig;
   if (current !== BigInt(SIG_DFL) && current !== BigInt(handler)) {
     log('signal %d already has a handler: wake-ups stay poll()-based', sig);
     return null;
   }
-  if (!handler) return null;
   const act = Buffer.alloc(SIGACTION_SIZE); // empty mask; flags 0: no SA_RESTART, so blocking calls return EINTR
   act.writeBigUInt64LE(BigInt(handler), 0);
   act.writeInt32LE(0, SA_FLAGS_OFFSET);

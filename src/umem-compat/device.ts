@@ -349,6 +349,11 @@ export class UmemDevice {
     return n;
   }
 
+  /** Page requests already read from the uffd and not yet taken by getPageRequestsInto(). */
+  get queuedPageRequests(): number {
+    return this.ringLen;
+  }
+
   /** Can this device's uffd be made blocking for waitPageRequestsBlocking() (its other reads never wait)? */
   get canWaitBlocking(): boolean {
     return this.reader?.readsWithoutWaiting ?? false;
