@@ -30,7 +30,8 @@ export class RequestEncoder {
     const lo = start >>> 0;
     if (block !== this.lastBlock) {
       let name = this.nameBytes.get(block);
-      if (!name) { name = Buffer.from(block, 'utf8'); this.nameBytes.set(block, name); }
+      // Block names are byte strings held as latin-1 (as the protocol module decodes and encodes them).
+      if (!name) { name = Buffer.from(block, 'latin1'); this.nameBytes.set(block, name); }
       b.writeUInt16BE(RpMessage.REQ_PAGES_ID, p);
       b.writeUInt16BE(13 + name.length, p + 2);
       p += 4;

@@ -71,6 +71,9 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     pageSize: device.pageSize, pageState: device.pageState.buffer, stats: stats.buffer, nudgeFd,
   };
   const t0 = ch.acceptedAt;
+  // The source sends its state only after our PONG, which needs this session: its wait starts here even when
+  // its connection was accepted long before the process attached.
+  const stateWaitFrom = Math.max(t0, performance.now());
   let tState: number | null = null;
   let stateArrivedAt: number | null = null;
   let stateDeliveredAt: number | null = null;
@@ -172,8 +175,8 @@ export async function runSession(client: ControlClient, ch: MigrationChannels, o
     if (oldest > 0 && now - oldest > stallMs) {
       fail(new DaemonError('STALLED', `the source has not answered a page request for ${Math.round((now - oldest) / 1000)} s (${present} of ${total} pages present)`));
     }
-    if (tState === null && performance.now() - t0 > stallMs && !streamEnded) {
-      fail(new DaemonError('STALLED', `no state blob from the source within ${Math.round(stallMs / 1000)} s of its connection`));
+    if (tState === null && performance.now() - stateWaitFrom > stallMs && !streamEnded) {
+      fail(new DaemonError('STALLED', `no state blob from the source within ${Math.round(stallMs / 1000)} s of the migration's start (process attached, source connected)`));
     }
   }, 100);
 

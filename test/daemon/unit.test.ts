@@ -153,6 +153,16 @@ test('RequestEncoder output decodes with the protocol ReturnPathDecoder (REQ_PAG
   t.like(msgs[3], { kind: 'shut', status: 0 });
 });
 
+test('RequestEncoder writes a block name with bytes ≥ 0x80 as the protocol does (latin-1: one byte per char)', (t) => {
+  const name = 'ram-\u00e9\u00ff'; // as decoded from a MEM_SIZE record naming bytes 72 61 6d 2d e9 ff
+  const enc = new RequestEncoder();
+  enc.add(name, 0, PS);
+  const ours = Buffer.from(enc.buf.subarray(0, enc.length));
+  t.deepEqual(ours, Buffer.from(encodeReturnPathReqPages(0, PS, name)));
+  t.deepEqual([...ours.subarray(ours.length - 6)], [0x72, 0x61, 0x6d, 0x2d, 0xe9, 0xff]);
+  t.like(new ReturnPathDecoder().push(ours)[0], { kind: 'req-pages', idstr: name });
+});
+
 // ---------------------------------------------------------------------------------------------------------
 // shared counters
 
