@@ -44,11 +44,6 @@ export class ScatterReceiver {
     }
   }
 
-  /** Capacity in stream bytes. */
-  get bytes(): number {
-    return this.units * this.unitBytes;
-  }
-
   /**
    * Put the first `len` (< unitBytes) bytes of unit 0 from src[from..]: a record the previous receive cut
    * short, so that it completes in its slot.

@@ -113,20 +113,16 @@ export class StreamIngest {
     const unitBytes = units.unitBytes;
     let i = from;
     for (; i < to; i++) {
-      if (!this.isPageUnit(units, i)) break;
       const hi = units.headerHigh(i);
       const lo = units.headerLow(i);
-      sink.addInPlace(block, hi * 0x100000000 + (lo - (lo & flagMask)), units.pagesAddr + i * ps, this.streamPos + (i - from) * unitBytes);
+      const flags = lo & flagMask;
+      if (hi >= 0x200000 || flags !== PAGE_CONT) break; // not a CONTINUE PAGE (or an offset the decoder reports)
+      sink.addInPlace(block, hi * 0x100000000 + (lo - flags), units.pagesAddr + i * ps, this.streamPos + (i - from) * unitBytes);
     }
     const taken = (i - from) * unitBytes;
     this.streamPos += taken;
     this.skipped += taken;
     return i;
-  }
-
-  /** Does unit i's header announce a CONTINUE PAGE record (offset in range for the decoder's checks)? */
-  isPageUnit(units: ScatterReceiver, i: number): boolean {
-    return units.headerHigh(i) < 0x200000 && (units.headerLow(i) & this.flagMask) === PAGE_CONT;
   }
 
   /** Does unit i's header announce a CONTINUE ZERO record? */

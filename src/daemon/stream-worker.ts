@@ -38,7 +38,6 @@ export function runStreamWorker(d: StreamWorkerData): void {
   const sink = new PageSink(device, wire, stats, 'background', () => post({ type: 'all-present' }), 1 << 20);
   const decoder = new StreamDecoder({ targetPageSize: ps });
   const buf = Buffer.allocUnsafeSlow(d.recvBytes);
-  const addr = addressOf(buf);
   const v = stats.v;
   let sawEof = false;
   let sawBlocks = false;
